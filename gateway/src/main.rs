@@ -1,0 +1,7 @@
+//! The gateway binary: a placeholder until the gateway issue lands.
+#![forbid(unsafe_code)]
+
+fn main() {
+    eprintln!("gateway: not implemented yet (see the gateway issue)");
+    std::process::exit(1);
+}

@@ -1,0 +1,406 @@
+//! http mode: one long-lived function process, started and waited for until it accepts
+//! connections, with requests reverse-proxied to it; SSE, NDJSON and WebSocket bypass the
+//! exec deadline (spec §5.3).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri};
+use http_body::Body as _;
+use http_body_util::{Either, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::time::Instant;
+
+use super::ReqLog;
+use crate::body::{self, error_response, OnDone, RespBody, Timed, X_DURATION};
+use crate::config::{Config, Upstream};
+use crate::format::{go_duration, parse_duration};
+use crate::logs::{self, Stream};
+use crate::process;
+use crate::server::{App, ReqBody};
+
+type UpBody = Either<ReqBody, Full<Bytes>>;
+
+pub struct Proxy {
+    client: Client<HttpConnector, UpBody>,
+    upstream: Upstream,
+    /// `http://<resolved ip>:<port><prefix>`, set once the upstream accepts connections.
+    base: OnceLock<String>,
+    exec_timeout: Duration,
+    startup_timeout: Duration,
+    buffer: bool,
+}
+
+impl Proxy {
+    pub fn new(cfg: &Config) -> Proxy {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        if !cfg.exec_timeout.is_zero() {
+            connector.set_connect_timeout(Some(cfg.exec_timeout));
+        }
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_millis(500))
+            .pool_timer(TokioTimer::new())
+            .build(connector);
+        Proxy {
+            client,
+            upstream: cfg.upstream.clone().expect("config checks http mode has an upstream"),
+            base: OnceLock::new(),
+            exec_timeout: cfg.exec_timeout,
+            startup_timeout: cfg.startup_timeout,
+            buffer: cfg.buffer_req_body,
+        }
+    }
+
+    fn url(&self, target: &str) -> Result<Uri, String> {
+        let base = self.base.get().ok_or("upstream not resolved")?;
+        format!("{base}{target}").parse::<Uri>().map_err(|e| format!("bad upstream URL: {e}"))
+    }
+
+    pub async fn call(&self, app: &Arc<App>, req: Request<ReqBody>, peer: SocketAddr, start: Instant) -> Response<RespBody> {
+        let log = ReqLog::new(&req, start);
+        if !*app.ready.borrow() {
+            let bound = if self.exec_timeout.is_zero() { self.startup_timeout } else { self.exec_timeout };
+            let mut rx = app.ready.subscribe();
+            let waited = async { rx.wait_for(|r| *r).await.is_ok() };
+            let ok = if bound.is_zero() { waited.await } else { tokio::time::timeout(bound, waited).await.unwrap_or(false) };
+            if !ok {
+                let reason = format!("upstream not ready after {}", go_duration(bound));
+                return fail(app, &log, StatusCode::SERVICE_UNAVAILABLE, &reason, start);
+            }
+        }
+        if is_bypass(req.headers()) {
+            return self.bypass(app, req, peer, log, start).await;
+        }
+
+        let mut limit = self.exec_timeout;
+        if !limit.is_zero() {
+            if let Some(x) = req.headers().get("x-timeout").and_then(|v| v.to_str().ok()).and_then(parse_duration) {
+                limit = limit.min(x);
+            }
+        }
+        let deadline = (!limit.is_zero()).then(|| start + limit);
+
+        let target = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
+        let uri = match self.url(&target) {
+            Ok(u) => u,
+            Err(e) => return fail(app, &log, StatusCode::BAD_GATEWAY, &e, start),
+        };
+        let (parts, body) = req.into_parts();
+        let mut headers = parts.headers;
+        strip_hop_by_hop(&mut headers);
+        let body = if body.is_end_stream() {
+            headers.remove(header::CONTENT_LENGTH);
+            Either::Right(Full::new(Bytes::new()))
+        } else if self.buffer {
+            match body::collect_limited(body, super::fork::MAX_BUFFERED_BODY).await {
+                Ok(b) => {
+                    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(b.len()));
+                    Either::Right(Full::new(b))
+                }
+                Err(e) => return fail(app, &log, StatusCode::BAD_REQUEST, &format!("cannot read request body: {e}"), start),
+            }
+        } else {
+            headers.remove(header::CONTENT_LENGTH);
+            Either::Left(body)
+        };
+        let mut up = Request::new(body);
+        *up.method_mut() = parts.method;
+        *up.uri_mut() = uri;
+        *up.headers_mut() = headers;
+
+        let sent = self.client.request(up);
+        let result = match deadline {
+            Some(d) => match tokio::time::timeout_at(d, sent).await {
+                Ok(r) => r,
+                Err(_) => {
+                    let reason = format!("exec_timeout exceeded after {}", go_duration(limit));
+                    return fail(app, &log, StatusCode::GATEWAY_TIMEOUT, &reason, start);
+                }
+            },
+            None => sent.await,
+        };
+        let resp = match result {
+            Ok(r) => r,
+            Err(e) => return fail(app, &log, StatusCode::BAD_GATEWAY, &upstream_error(&e), start),
+        };
+        let elapsed = start.elapsed();
+        let (mut parts, incoming) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        parts.headers.insert(X_DURATION, body::duration_value(elapsed));
+        let length = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<i64>().ok())
+            .unwrap_or(-1);
+        log.write(&app.cfg, parts.status.as_u16(), &status_text(parts.status), length, None);
+        let body = Timed::new(incoming, deadline, "exec_timeout exceeded while copying the response");
+        Response::from_parts(parts, body::boxed(body))
+    }
+
+    /// SSE, NDJSON and WebSocket: no exec deadline, `X-Forwarded-For`, every chunk flushed.
+    async fn bypass(
+        &self,
+        app: &Arc<App>,
+        mut req: Request<ReqBody>,
+        peer: SocketAddr,
+        log: ReqLog,
+        start: Instant,
+    ) -> Response<RespBody> {
+        let websocket = is_websocket(req.headers());
+        let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
+        let target = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
+        let uri = match self.url(&target) {
+            Ok(u) => u,
+            Err(e) => return fail(app, &log, StatusCode::BAD_GATEWAY, &e, start),
+        };
+        let (parts, body) = req.into_parts();
+        let mut headers = parts.headers;
+        let upgrade = headers.get(header::UPGRADE).cloned();
+        strip_hop_by_hop(&mut headers);
+        if let (true, Some(u)) = (websocket, upgrade) {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+            headers.insert(header::UPGRADE, u);
+        }
+        append_forwarded_for(&mut headers, peer.ip());
+        let body = if body.is_end_stream() {
+            headers.remove(header::CONTENT_LENGTH);
+            Either::Right(Full::new(Bytes::new()))
+        } else {
+            headers.remove(header::CONTENT_LENGTH);
+            Either::Left(body)
+        };
+        let mut up = Request::new(body);
+        *up.method_mut() = parts.method;
+        *up.uri_mut() = uri;
+        *up.headers_mut() = headers;
+        let mut resp = match self.client.request(up).await {
+            Ok(r) => r,
+            Err(e) => return fail(app, &log, StatusCode::BAD_GATEWAY, &upstream_error(&e), start),
+        };
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(client_upgrade) = client_upgrade {
+                let upstream_upgrade = hyper::upgrade::on(&mut resp);
+                tokio::spawn(async move {
+                    if let (Ok(down), Ok(up)) = (client_upgrade.await, upstream_upgrade.await) {
+                        let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(down), &mut TokioIo::new(up)).await;
+                    }
+                });
+                log.write(&app.cfg, 101, &status_text(StatusCode::SWITCHING_PROTOCOLS), 0, None);
+                let (parts, _) = resp.into_parts();
+                return Response::from_parts(parts, body::empty());
+            }
+        }
+        let (mut parts, incoming) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        let app = app.clone();
+        let code = parts.status;
+        let body = OnDone::new(incoming, move |bytes| {
+            log.write(&app.cfg, code.as_u16(), &status_text(code), bytes as i64, None);
+        });
+        Response::from_parts(parts, body::boxed(body))
+    }
+
+    /// `/_/ready` with `ready_path`: the upstream's answer, as it is.
+    pub async fn ready(&self, req: Request<ReqBody>, path: &str) -> Response<RespBody> {
+        let uri = match self.url(path) {
+            Ok(u) => u,
+            Err(_) => return body::status_only(StatusCode::SERVICE_UNAVAILABLE),
+        };
+        let (parts, _) = req.into_parts();
+        let mut up = Request::new(Either::Right(Full::new(Bytes::new())));
+        *up.uri_mut() = uri;
+        *up.headers_mut() = parts.headers;
+        strip_hop_by_hop(up.headers_mut());
+        let fut = self.client.request(up);
+        let res = if self.exec_timeout.is_zero() {
+            fut.await.map_err(|e| upstream_error(&e))
+        } else {
+            match tokio::time::timeout(self.exec_timeout, fut).await {
+                Ok(r) => r.map_err(|e| upstream_error(&e)),
+                Err(_) => Err("ready_path timed out".into()),
+            }
+        };
+        match res {
+            Ok(resp) => resp.map(body::boxed),
+            Err(reason) => error_response(StatusCode::SERVICE_UNAVAILABLE, &reason, None),
+        }
+    }
+}
+
+fn fail(app: &App, log: &ReqLog, status: StatusCode, reason: &str, start: Instant) -> Response<RespBody> {
+    logs::error(reason);
+    log.write(&app.cfg, status.as_u16(), &status_text(status), reason.len() as i64 + 1, None);
+    error_response(status, reason, Some(start.elapsed()))
+}
+
+fn upstream_error(e: &hyper_util::client::legacy::Error) -> String {
+    let mut reason = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        reason = format!("{reason}: {s}");
+        source = s.source();
+    }
+    format!("upstream error: {reason}")
+}
+
+fn status_text(s: StatusCode) -> String {
+    match s.canonical_reason() {
+        Some(r) => format!("{} {}", s.as_u16(), r),
+        None => s.as_u16().to_string(),
+    }
+}
+
+fn is_websocket(h: &HeaderMap) -> bool {
+    h.get(header::UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+fn is_bypass(h: &HeaderMap) -> bool {
+    is_websocket(h)
+        || h.get_all(header::ACCEPT).iter().any(|v| {
+            let v = String::from_utf8_lossy(v.as_bytes()).to_ascii_lowercase();
+            v.contains("text/event-stream") || v.contains("application/x-ndjson")
+        })
+}
+
+/// Removes `Connection`, the headers it names, and the fixed hop-by-hop set.
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        h.remove(n);
+    }
+    for n in ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"] {
+        h.remove(n);
+    }
+}
+
+fn append_forwarded_for(h: &mut HeaderMap, ip: IpAddr) {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    };
+    let value = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
+        _ => ip.to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        h.insert("x-forwarded-for", v);
+    }
+}
+
+/// Candidate addresses for the upstream host: `localhost` without the C resolver, IP
+/// literals as they are, other names through the system resolver.
+async fn resolve(host: &str, port: u16) -> Vec<SocketAddr> {
+    if host.eq_ignore_ascii_case("localhost") {
+        return vec![
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
+            SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), port),
+        ];
+    }
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return vec![SocketAddr::new(ip, port)];
+    }
+    tokio::net::lookup_host((host, port)).await.map(|a| a.collect()).unwrap_or_default()
+}
+
+async fn try_connect(host: &str, port: u16) -> Option<SocketAddr> {
+    for addr in resolve(host, port).await {
+        let attempt = tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr)).await;
+        if let Ok(Ok(_)) = attempt {
+            return Some(addr);
+        }
+    }
+    None
+}
+
+fn die(msg: &str) -> ! {
+    logs::error(msg);
+    std::process::exit(1);
+}
+
+/// Forks the function, waits until its upstream accepts connections, then writes the lock file
+/// and marks the watchdog ready. Exits the watchdog when the function fails (spec §5.3).
+pub async fn start_function(app: Arc<App>) {
+    let crate::modes::Handler::Http(proxy) = &app.handler else { return };
+    let cfg = &app.cfg;
+    let program = &cfg.argv[0];
+    logs::info(&format!("Forking: {}, arguments: [{}]", program, cfg.argv[1..].join(" ")));
+    let mut cmd = Command::new(program);
+    cmd.args(&cfg.argv[1..]).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let spawned = match process::spawn(cmd) {
+        Ok(s) => s,
+        Err(e) => die(&format!("cannot start {program}: {e}")),
+    };
+    logs::info("Started logging: stderr from function.");
+    logs::info("Started logging: stdout from function.");
+    if let Some(e) = spawned.stderr {
+        logs::relay(e, Stream::Stderr);
+    }
+    if let Some(o) = spawned.stdout {
+        logs::relay(o, Stream::Stdout);
+    }
+    let group = spawned.group;
+    let (exited_tx, mut exited_rx) = tokio::sync::watch::channel(false);
+    {
+        let app = app.clone();
+        let exit = spawned.exit;
+        tokio::spawn(async move {
+            let Ok(status) = exit.await else { return };
+            if app.shutting_down.load(Ordering::Acquire) {
+                return;
+            }
+            logs::info(&format!("Forked function has terminated: {}", status.describe()));
+            if !status.success() {
+                app.remove_lock_file();
+                std::process::exit(1);
+            }
+            let _ = exited_tx.send(true);
+            // Exit 0: a server it started in the background keeps serving; stay up (adopted
+            // as subreaper) and keep its group on the list signalled at shutdown.
+            std::mem::forget(group);
+        });
+    }
+
+    let up = &proxy.upstream;
+    let started = Instant::now();
+    let mut last_note = Instant::now();
+    let addr = loop {
+        if let Some(addr) = try_connect(&up.host, up.port).await {
+            break addr;
+        }
+        if !cfg.startup_timeout.is_zero() && started.elapsed() >= cfg.startup_timeout {
+            die(&format!("upstream {} did not accept connections within {}", up.url, go_duration(cfg.startup_timeout)));
+        }
+        if last_note.elapsed() >= Duration::from_secs(5) {
+            logs::info(&format!("Waiting for upstream {}", up.url));
+            last_note = Instant::now();
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            _ = exited_rx.changed() => {}
+        }
+    };
+    let host = match addr.ip() {
+        IpAddr::V6(v6) => format!("[{v6}]"),
+        v4 => v4.to_string(),
+    };
+    let _ = proxy.base.set(format!("http://{}:{}{}", host, addr.port(), up.prefix));
+    if let Err(e) = app.write_lock_file() {
+        die(&e);
+    }
+    app.ready.send_replace(true);
+}
