@@ -1,1 +1,459 @@
-//! Helpers shared by the end-to-end tests.
+//! Helpers shared by the end-to-end tests: start the real `fwatchdog` binary on free ports with
+//! its own TMPDIR, read its log, send raw HTTP/1.1 requests, and inspect processes.
+//!
+//! `FWATCHDOG` picks the binary under test (default: the workspace's debug build) and
+//! `FWATCHDOG_RUNNER` an emulator to run it with (e.g. `qemu-aarch64-static`).
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The directory holding the workspace's built binaries (`target/<profile>`).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().expect("exe dir");
+    if dir.ends_with("deps") { dir.parent().unwrap().to_path_buf() } else { dir.to_path_buf() }
+}
+
+pub fn fwatchdog_path() -> PathBuf {
+    std::env::var_os("FWATCHDOG").map(PathBuf::from).unwrap_or_else(|| bin_dir().join("fwatchdog"))
+}
+
+pub fn upstream_path() -> PathBuf {
+    bin_dir().join("test-upstream")
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A fresh, empty directory under the system temp dir.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let d = std::env::temp_dir().join(format!("fwd-{}-{}-{}", tag, std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A builder for a watchdog run: env pairs and flags.
+pub struct Setup {
+    env: Vec<(String, String)>,
+    args: Vec<String>,
+    wait_ready: bool,
+}
+
+pub fn watchdog(fprocess: &str) -> Setup {
+    Setup { env: vec![("fprocess".into(), fprocess.into())], args: vec![], wait_ready: true }
+}
+
+/// A watchdog setup without `fprocess`.
+pub fn bare() -> Setup {
+    Setup { env: vec![], args: vec![], wait_ready: true }
+}
+
+impl Setup {
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.env.retain(|(key, _)| key != k);
+        self.env.push((k.into(), v.into()));
+        self
+    }
+    pub fn arg(mut self, a: &str) -> Self {
+        self.args.push(a.into());
+        self
+    }
+    /// Don't wait for `Listening on port` (for runs expected to fail).
+    pub fn no_wait(mut self) -> Self {
+        self.wait_ready = false;
+        self
+    }
+
+    fn command(&self, tmp: &Path) -> Command {
+        let bin = fwatchdog_path();
+        let mut cmd = match std::env::var_os("FWATCHDOG_RUNNER") {
+            Some(runner) => {
+                let mut c = Command::new(runner);
+                c.arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        cmd.env_clear();
+        for k in ["PATH", "HOME", "LANG"] {
+            if let Some(v) = std::env::var_os(k) {
+                cmd.env(k, v);
+            }
+        }
+        cmd.env("TMPDIR", tmp).env("port", "0").env("metrics_port", "0");
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd.args(&self.args);
+        cmd
+    }
+
+    /// Runs to completion (for start-up failures and one-shot flags).
+    pub fn run_to_exit(self, limit: Duration) -> Outcome {
+        let tmp = temp_dir("run");
+        let mut child = self.command(&tmp).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn fwatchdog");
+        let started = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                let mut stdout = String::new();
+                let mut stderr = String::new();
+                child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
+                child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+                return Outcome { status, stdout, stderr, elapsed: started.elapsed() };
+            }
+            if started.elapsed() > limit {
+                let _ = child.kill();
+                panic!("fwatchdog did not exit within {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn start(self) -> Watchdog {
+        let tmp = temp_dir("wd");
+        let mut cmd = self.command(&tmp);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
+        let mut child = cmd.spawn().expect("spawn fwatchdog");
+        let log = Arc::new(Mutex::new(String::new()));
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let l = log.clone();
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(stderr);
+            let mut line = Vec::new();
+            while r.read_until(b'\n', &mut line).map(|n| n > 0).unwrap_or(false) {
+                l.lock().unwrap().push_str(&String::from_utf8_lossy(&line));
+                line.clear();
+            }
+        });
+        let stdout = child.stdout.take().unwrap();
+        let o = out.clone();
+        std::thread::spawn(move || {
+            let mut r = stdout;
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = r.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                o.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        let mut wd = Watchdog { child, log, stdout: out, tmp, port: 0, metrics_port: None };
+        if self.wait_ready {
+            let line = wd.wait_log("Listening on port: ", Duration::from_secs(10));
+            wd.port = line.trim().rsplit(' ').next().unwrap().parse().unwrap();
+            if self.env.iter().any(|(k, v)| k == "metrics_port" && v != "0") {
+                let line = wd.wait_log("Metrics listening on port: ", Duration::from_secs(10));
+                wd.metrics_port = line.trim().rsplit(' ').next().unwrap().parse().ok();
+            }
+        }
+        wd
+    }
+}
+
+pub struct Outcome {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+impl Outcome {
+    pub fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+}
+
+/// A running `fwatchdog`, killed when dropped.
+pub struct Watchdog {
+    pub child: Child,
+    log: Arc<Mutex<String>>,
+    stdout: Arc<Mutex<Vec<u8>>>,
+    pub tmp: PathBuf,
+    pub port: u16,
+    pub metrics_port: Option<u16>,
+}
+
+impl Watchdog {
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+    pub fn stdout(&self) -> Vec<u8> {
+        self.stdout.lock().unwrap().clone()
+    }
+    pub fn lock_file(&self) -> PathBuf {
+        self.tmp.join(".lock")
+    }
+
+    /// Waits for a log line containing `needle`; returns the rest of that line from `needle` on.
+    pub fn wait_log(&self, needle: &str, limit: Duration) -> String {
+        let started = Instant::now();
+        loop {
+            if let Some(line) = self.log().lines().find(|l| l.contains(needle)) {
+                let i = line.find(needle).unwrap();
+                return line[i..].to_string();
+            }
+            if started.elapsed() > limit {
+                panic!("no log line with {needle:?} within {limit:?}; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits until `/_/health` answers 200.
+    pub fn wait_healthy(&self, limit: Duration) {
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if let Ok(r) = try_request(self.port, "GET", "/_/health", &[], b"") {
+                if r.status == 200 {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("not healthy within {limit:?}; log:\n{}", self.log());
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY-free: kill(1) through the shell would be slower; libc::kill is a plain syscall.
+        unsafe_kill(self.pid(), sig);
+    }
+
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                std::thread::sleep(Duration::from_millis(50)); // let the log readers drain
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
+    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
+        request(self.port, method, path, headers, body)
+    }
+
+    pub fn get(&self, path: &str) -> Resp {
+        self.request("GET", path, &[], b"")
+    }
+
+    pub fn post(&self, path: &str, body: &[u8]) -> Resp {
+        self.request("POST", path, &[], body)
+    }
+
+    pub fn metrics(&self) -> String {
+        let r = request(self.metrics_port.expect("metrics port"), "GET", "/metrics", &[], b"");
+        assert_eq!(r.status, 200);
+        r.text()
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.tmp);
+    }
+}
+
+#[allow(unsafe_code)]
+pub fn unsafe_kill(pid: i32, sig: i32) {
+    // SAFETY: kill takes plain integers and touches no memory.
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}
+
+/// A parsed response.
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub elapsed: Duration,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
+    try_request(port, method, path, headers, body).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+/// Builds the raw request bytes: `Content-Length` unless a `Transfer-Encoding` header is given,
+/// in which case `body` must already be encoded.
+pub fn raw_request(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    let chunked = headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("transfer-encoding"));
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !chunked && (!body.is_empty() || method == "POST" || method == "PUT") {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    let mut bytes = req.into_bytes();
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+pub fn try_request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> std::io::Result<Resp> {
+    let started = Instant::now();
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    // Write from another thread: a streamed echo answers while the body is still going out.
+    let mut w = s.try_clone()?;
+    let bytes = raw_request(method, path, headers, body);
+    let writer = std::thread::spawn(move || w.write_all(&bytes));
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let _ = writer.join();
+    let mut resp = parse_response(&raw, method == "HEAD")?;
+    resp.elapsed = started.elapsed();
+    Ok(resp)
+}
+
+pub fn parse_response(raw: &[u8], head: bool) -> std::io::Result<Resp> {
+    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| bad("no header end"))?;
+    let head_text = String::from_utf8_lossy(&raw[..end]).into_owned();
+    let mut lines = head_text.split("\r\n");
+    let status_line = lines.next().ok_or_else(|| bad("empty"))?;
+    let status: u16 = status_line.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| bad("status"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string())))
+        .collect();
+    let mut body = raw[end + 4..].to_vec();
+    let chunked = headers.iter().any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
+    if chunked && !head {
+        body = dechunk(&body);
+    }
+    Ok(Resp { status, headers, body, elapsed: Duration::ZERO })
+}
+
+/// Decodes a chunked body (as much as is complete).
+pub fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else { break };
+        let size = usize::from_str_radix(String::from_utf8_lossy(&b[..eol]).split(';').next().unwrap().trim(), 16).unwrap_or(0);
+        if size == 0 || b.len() < eol + 2 + size {
+            break;
+        }
+        out.extend_from_slice(&b[eol + 2..eol + 2 + size]);
+        b = &b[(eol + 4 + size).min(b.len())..];
+    }
+    out
+}
+
+/// Encodes `parts` as a chunked body.
+pub fn chunked(parts: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for p in parts {
+        out.extend_from_slice(format!("{:x}\r\n", p.len()).as_bytes());
+        out.extend_from_slice(p);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"0\r\n\r\n");
+    out
+}
+
+/// Whether a process exists (and is not a zombie).
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !s.rsplit_once(')').map(|(_, r)| r.trim_start().starts_with('Z')).unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+/// Processes whose command line contains `needle`.
+pub fn pids_matching(needle: &str) -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains(needle) && alive(pid) {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
+
+/// Zombie children of `pid`.
+pub fn zombies_of(pid: i32) -> usize {
+    let mut n = 0;
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) {
+            if let Some((_, rest)) = stat.rsplit_once(')') {
+                let f: Vec<&str> = rest.split_whitespace().collect();
+                if f.first() == Some(&"Z") && f.get(1).and_then(|x| x.parse::<i32>().ok()) == Some(pid) {
+                    n += 1;
+                }
+            }
+        }
+    }
+    n
+}
+
+/// Waits until `cond` holds or the limit passes; returns whether it held.
+pub fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cond()
+}
+
+/// A shell script in its own temp dir, made executable; returns its path.
+pub fn script(body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = temp_dir("script");
+    let path = dir.join("fn.sh");
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// `KEY=value` lines (as printed by `env`) into a map.
+pub fn env_map(text: &str) -> HashMap<String, String> {
+    text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+/// An http-mode watchdog in front of `test-upstream` on a free port.
+pub fn http_mode(extra: &[&str]) -> (Setup, u16) {
+    let port = free_port();
+    let mut fprocess = format!("{} --port {}", upstream_path().display(), port);
+    for e in extra {
+        fprocess.push(' ');
+        fprocess.push_str(e);
+    }
+    let setup = watchdog(&fprocess).env("mode", "http").env("upstream_url", &format!("http://127.0.0.1:{port}"));
+    (setup, port)
+}
