@@ -150,15 +150,19 @@ impl Setup {
         });
         let mut wd = Watchdog { child, log, stdout: out, tmp, port: 0, metrics_port: None };
         if self.wait_ready {
-            let line = wd.wait_log("Listening on port: ", Duration::from_secs(10));
-            wd.port = line.trim().rsplit(' ').next().unwrap().parse().unwrap();
+            wd.port = port_after(&wd.wait_log("Listening on port: ", Duration::from_secs(10)));
             if self.env.iter().any(|(k, v)| k == "metrics_port" && v != "0") {
-                let line = wd.wait_log("Metrics listening on port: ", Duration::from_secs(10));
-                wd.metrics_port = line.trim().rsplit(' ').next().unwrap().parse().ok();
+                wd.metrics_port = Some(port_after(&wd.wait_log("Metrics listening on port: ", Duration::from_secs(10))));
             }
         }
         wd
     }
+}
+
+/// The number right after the `...port: ` prefix of a log line (text or JSON).
+fn port_after(line: &str) -> u16 {
+    let rest = line.split("port: ").nth(1).unwrap_or("");
+    rest.chars().take_while(char::is_ascii_digit).collect::<String>().parse().expect("port in log line")
 }
 
 pub struct Outcome {
