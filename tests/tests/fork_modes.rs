@@ -240,3 +240,28 @@ fn c40_classic_host_and_lengths() {
     let env = env_of(&wd, "POST", "/", &[("X-A", "1")], b"");
     assert!(env.keys().all(|k| !k.starts_with("Http_")), "{env:?}");
 }
+
+#[test]
+fn header_limits() {
+    let wd = watchdog("cat").start();
+    let ok = "a".repeat(60 * 1024);
+    let r = wd.request("POST", "/", &[("X-Big", &ok)], b"x");
+    assert_eq!(r.status, 200, "60 KiB of headers are accepted");
+    let big = "a".repeat(200 * 1024);
+    let r = wd.request("POST", "/", &[("X-Big", &big)], b"x");
+    assert_eq!(r.status, 431);
+}
+
+#[test]
+fn read_timeout_bounds_a_stalled_body() {
+    let wd = watchdog("cat").env("read_timeout", "1s").env("mode", "serializing").start();
+    let mut s = TcpStream::connect(("127.0.0.1", wd.port)).unwrap();
+    s.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly part").unwrap();
+    let started = Instant::now();
+    let mut got = Vec::new();
+    s.set_read_timeout(Some(T)).unwrap();
+    let _ = s.read_to_end(&mut got);
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    let r = parse_response(&got, false).unwrap();
+    assert_eq!(r.status, 400, "{}", r.text());
+}

@@ -239,3 +239,30 @@ fn c32_static() {
     assert_eq!(wd.request("GET", "/style.css", &[("If-Modified-Since", &lm)], b"").status, 304);
     assert!(wd.log().contains(&format!("Serving files at: {}", dir.display())));
 }
+
+#[test]
+fn ten_megabyte_static_file_and_concurrency() {
+    let dir = temp_dir("static-big");
+    let big: Vec<u8> = (0..10 * 1024 * 1024).map(|i| (i % 241) as u8).collect();
+    std::fs::write(dir.join("big.bin"), &big).unwrap();
+    let wd = bare().env("mode", "static").env("static_path", dir.to_str().unwrap()).start();
+    let r = wd.get("/big.bin");
+    assert_eq!(r.status, 200);
+    assert!(r.body == big, "{} bytes", r.body.len());
+    assert_eq!(r.header("content-type"), Some("application/octet-stream"));
+}
+
+#[test]
+fn two_hundred_concurrent_requests_http_mode() {
+    let (setup, _) = http_mode(&[]);
+    let wd = setup.start();
+    wd.wait_healthy(T);
+    let port = wd.port;
+    let handles: Vec<_> = (0..200)
+        .map(|i| std::thread::spawn(move || request(port, "POST", "/echo", &[], format!("req-{i}").as_bytes())))
+        .collect();
+    for (i, h) in handles.into_iter().enumerate() {
+        let r = h.join().unwrap();
+        assert_eq!((r.status, r.text()), (200, format!("req-{i}")));
+    }
+}
