@@ -461,3 +461,17 @@ pub fn http_mode(extra: &[&str]) -> (Setup, u16) {
     let setup = watchdog(&fprocess).env("mode", "http").env("upstream_url", &format!("http://127.0.0.1:{port}"));
     (setup, port)
 }
+
+/// An http-mode watchdog whose fprocess starts `test-upstream` in the background and exits 0,
+/// so the watchdog stays up whatever happens to the server. Returns it healthy, with the
+/// server's pid.
+pub fn background_upstream() -> (Watchdog, i32) {
+    let port = free_port();
+    let wd = watchdog(&format!("sh -c '{} --port {} & exit 0'", upstream_path().display(), port))
+        .env("mode", "http")
+        .env("upstream_url", &format!("http://127.0.0.1:{port}"))
+        .start();
+    wd.wait_healthy(Duration::from_secs(10));
+    let pid = wd.get("/pid").text().parse().expect("pid");
+    (wd, pid)
+}

@@ -93,28 +93,14 @@ fn c27_function_exit() {
     assert_eq!(status.code(), Some(1));
     assert!(wd.log().contains("Forked function has terminated: signal: killed"), "{}", wd.log());
     // A function that exits 0 after starting a server in the background leaves the watchdog up.
-    let port = free_port();
-    let up = upstream_path();
-    let wd = watchdog(&format!("sh -c '{} --port {} >/dev/null 2>&1 & exit 0'", up.display(), port))
-        .env("mode", "http")
-        .env("upstream_url", &format!("http://127.0.0.1:{port}"))
-        .start();
-    wd.wait_healthy(T);
+    let (wd, _) = background_upstream();
     wd.wait_log("Forked function has terminated: exit status 0", T);
     assert_eq!(wd.get("/").text(), "Hello");
 }
 
 #[test]
 fn c28_connection_refused_after_ready() {
-    let port = free_port();
-    let up = upstream_path();
-    // The server is started in the background, so killing it leaves the watchdog up.
-    let wd = watchdog(&format!("sh -c '{} --port {} & exit 0'", up.display(), port))
-        .env("mode", "http")
-        .env("upstream_url", &format!("http://127.0.0.1:{port}"))
-        .start();
-    wd.wait_healthy(T);
-    let pid: i32 = wd.get("/pid").text().parse().unwrap();
+    let (wd, pid) = background_upstream();
     unsafe_kill(pid, libc::SIGKILL);
     std::thread::sleep(Duration::from_millis(700)); // past the idle pool timeout
     let r = wd.get("/");
@@ -148,13 +134,7 @@ fn c29_sse_bypass() {
     assert!(t.contains("x-forwarded-for: 127.0.0.1"), "{t}");
     // Unreachable upstream on the bypass path: 502 (the server ran in the background, so the
     // watchdog stays up when it is killed).
-    let port = free_port();
-    let wd = watchdog(&format!("sh -c '{} --port {} & exit 0'", upstream_path().display(), port))
-        .env("mode", "http")
-        .env("upstream_url", &format!("http://127.0.0.1:{port}"))
-        .start();
-    wd.wait_healthy(T);
-    let pid: i32 = wd.get("/pid").text().parse().unwrap();
+    let (wd, pid) = background_upstream();
     unsafe_kill(pid, libc::SIGKILL);
     std::thread::sleep(Duration::from_millis(700));
     let r = wd.request("GET", "/sse", &[("Accept", "text/event-stream")], b"");

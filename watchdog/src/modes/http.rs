@@ -64,6 +64,23 @@ impl Proxy {
         format!("{base}{target}").parse::<Uri>().map_err(|e| format!("bad upstream URL: {e}"))
     }
 
+    /// The request to send upstream: same method and target, hop-by-hop headers removed, the
+    /// body streamed (chunked, as upstream does) unless it is empty.
+    fn upstream_request(&self, req: Request<ReqBody>) -> Result<Request<UpBody>, String> {
+        let target = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let uri = self.url(target)?;
+        let (parts, body) = req.into_parts();
+        let mut headers = parts.headers;
+        strip_hop_by_hop(&mut headers);
+        headers.remove(header::CONTENT_LENGTH);
+        let body = if body.is_end_stream() { Either::Right(Full::default()) } else { Either::Left(body) };
+        let mut up = Request::new(body);
+        *up.method_mut() = parts.method;
+        *up.uri_mut() = uri;
+        *up.headers_mut() = headers;
+        Ok(up)
+    }
+
     pub async fn call(&self, app: &Arc<App>, req: Request<ReqBody>, peer: SocketAddr, start: Instant) -> Response<RespBody> {
         let log = ReqLog::new(&req, start);
         if !*app.ready.borrow() {
@@ -88,34 +105,24 @@ impl Proxy {
         }
         let deadline = (!limit.is_zero()).then(|| start + limit);
 
-        let target = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
-        let uri = match self.url(&target) {
+        let mut up = match self.upstream_request(req) {
             Ok(u) => u,
             Err(e) => return fail(app, &log, StatusCode::BAD_GATEWAY, &e, start),
         };
-        let (parts, body) = req.into_parts();
-        let mut headers = parts.headers;
-        strip_hop_by_hop(&mut headers);
-        let body = if body.is_end_stream() {
-            headers.remove(header::CONTENT_LENGTH);
-            Either::Right(Full::new(Bytes::new()))
-        } else if self.buffer {
-            match body::collect_limited(body, super::fork::MAX_BUFFERED_BODY).await {
-                Ok(b) => {
-                    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(b.len()));
-                    Either::Right(Full::new(b))
+        if self.buffer {
+            if let Either::Left(streamed) = std::mem::replace(up.body_mut(), Either::Right(Full::default())) {
+                match body::collect_limited(streamed, super::fork::MAX_BUFFERED_BODY).await {
+                    Ok(b) => {
+                        up.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(b.len()));
+                        *up.body_mut() = Either::Right(Full::new(b));
+                    }
+                    Err(e) => {
+                        let reason = format!("cannot read request body: {e}");
+                        return fail(app, &log, StatusCode::BAD_REQUEST, &reason, start);
+                    }
                 }
-                Err(e) => return fail(app, &log, StatusCode::BAD_REQUEST, &format!("cannot read request body: {e}"), start),
             }
-        } else {
-            headers.remove(header::CONTENT_LENGTH);
-            Either::Left(body)
-        };
-        let mut up = Request::new(body);
-        *up.method_mut() = parts.method;
-        *up.uri_mut() = uri;
-        *up.headers_mut() = headers;
-
+        }
         let sent = self.client.request(up);
         let result = match deadline {
             Some(d) => match tokio::time::timeout_at(d, sent).await {
@@ -157,31 +164,16 @@ impl Proxy {
     ) -> Response<RespBody> {
         let websocket = is_websocket(req.headers());
         let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
-        let target = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
-        let uri = match self.url(&target) {
+        let upgrade = req.headers().get(header::UPGRADE).cloned();
+        let mut up = match self.upstream_request(req) {
             Ok(u) => u,
             Err(e) => return fail(app, &log, StatusCode::BAD_GATEWAY, &e, start),
         };
-        let (parts, body) = req.into_parts();
-        let mut headers = parts.headers;
-        let upgrade = headers.get(header::UPGRADE).cloned();
-        strip_hop_by_hop(&mut headers);
         if let (true, Some(u)) = (websocket, upgrade) {
-            headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-            headers.insert(header::UPGRADE, u);
+            up.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+            up.headers_mut().insert(header::UPGRADE, u);
         }
-        append_forwarded_for(&mut headers, peer.ip());
-        let body = if body.is_end_stream() {
-            headers.remove(header::CONTENT_LENGTH);
-            Either::Right(Full::new(Bytes::new()))
-        } else {
-            headers.remove(header::CONTENT_LENGTH);
-            Either::Left(body)
-        };
-        let mut up = Request::new(body);
-        *up.method_mut() = parts.method;
-        *up.uri_mut() = uri;
-        *up.headers_mut() = headers;
+        append_forwarded_for(up.headers_mut(), peer.ip());
         let mut resp = match self.client.request(up).await {
             Ok(r) => r,
             Err(e) => return fail(app, &log, StatusCode::BAD_GATEWAY, &upstream_error(&e), start),
