@@ -74,10 +74,10 @@ log "libunwind: $UNWIND"
 # --- build -----------------------------------------------------------------------------------
 log "building $TARGET (opt-level ${CARGO_PROFILE_RELEASE_OPT_LEVEL:-from Cargo.toml})"
 RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 \
-CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_LINKER=musl-gcc \
-RUSTFLAGS="-C link-self-contained=no -C relocation-model=static -C target-feature=+crt-static -L $LINKDIR -l static=fortifyshim" \
-    flock /tmp/cargo.lock cargo build --release -p watchdog --bin fwatchdog \
-        -Zbuild-std=std,panic_unwind --target "$TARGET"
+CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_LINKER=musl-gcc CC_x86_64_unknown_linux_musl=musl-gcc \
+RUSTFLAGS="-C link-self-contained=no -C relocation-model=static -C target-feature=+crt-static -L $LINKDIR -l static=fortifyshim -C link-arg=-lgcc" \
+    flock /tmp/cargo.lock cargo build --release -p watchdog --bin fwatchdog ${FEATURES-"--features=mimalloc"} \
+        -Zbuild-std=std,panic_unwind -Zbuild-std-features="${BUILD_STD_FEATURES-panic-unwind,optimize_for_size}" --target "$TARGET"
 
 # --- checks ----------------------------------------------------------------------------------
 [ -f "$OUT" ] || { log "missing $OUT"; exit 1; }

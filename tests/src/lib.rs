@@ -464,8 +464,8 @@ pub fn http_mode(extra: &[&str]) -> (Setup, u16) {
 
 /// An http-mode watchdog whose fprocess starts `test-upstream` in the background and exits 0,
 /// so the watchdog stays up whatever happens to the server. Returns it healthy, with the
-/// server's pid.
-pub fn background_upstream() -> (Watchdog, i32) {
+/// server's pid (killed when dropped: no watchdog owns it).
+pub fn background_upstream() -> (Watchdog, Pid) {
     let port = free_port();
     let wd = watchdog(&format!("sh -c '{} --port {} & exit 0'", upstream_path().display(), port))
         .env("mode", "http")
@@ -473,5 +473,14 @@ pub fn background_upstream() -> (Watchdog, i32) {
         .start();
     wd.wait_healthy(Duration::from_secs(10));
     let pid = wd.get("/pid").text().parse().expect("pid");
-    (wd, pid)
+    (wd, Pid(pid))
+}
+
+/// A process id whose process is SIGKILLed when this is dropped.
+pub struct Pid(pub i32);
+
+impl Drop for Pid {
+    fn drop(&mut self) {
+        unsafe_kill(self.0, libc::SIGKILL);
+    }
 }

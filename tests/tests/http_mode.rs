@@ -93,15 +93,15 @@ fn c27_function_exit() {
     assert_eq!(status.code(), Some(1));
     assert!(wd.log().contains("Forked function has terminated: signal: killed"), "{}", wd.log());
     // A function that exits 0 after starting a server in the background leaves the watchdog up.
-    let (wd, _) = background_upstream();
+    let (wd, _server) = background_upstream();
     wd.wait_log("Forked function has terminated: exit status 0", T);
     assert_eq!(wd.get("/").text(), "Hello");
 }
 
 #[test]
 fn c28_connection_refused_after_ready() {
-    let (wd, pid) = background_upstream();
-    unsafe_kill(pid, libc::SIGKILL);
+    let (wd, server) = background_upstream();
+    drop(server);
     std::thread::sleep(Duration::from_millis(700)); // past the idle pool timeout
     let r = wd.get("/");
     assert_eq!(r.status, 502);
@@ -134,8 +134,8 @@ fn c29_sse_bypass() {
     assert!(t.contains("x-forwarded-for: 127.0.0.1"), "{t}");
     // Unreachable upstream on the bypass path: 502 (the server ran in the background, so the
     // watchdog stays up when it is killed).
-    let (wd, pid) = background_upstream();
-    unsafe_kill(pid, libc::SIGKILL);
+    let (wd, server) = background_upstream();
+    drop(server);
     std::thread::sleep(Duration::from_millis(700));
     let r = wd.request("GET", "/sse", &[("Accept", "text/event-stream")], b"");
     assert_eq!(r.status, 502, "{}", r.text());

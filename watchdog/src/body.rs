@@ -36,8 +36,14 @@ where
 pub const TEXT_PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
 pub const X_DURATION: &str = "x-duration-seconds";
 
+/// Seconds with 6 decimals, as upstream prints `X-Duration-Seconds`.
 pub fn duration_value(d: Duration) -> HeaderValue {
-    HeaderValue::from_str(&format!("{:.6}", d.as_secs_f64())).expect("digits are a valid header value")
+    let mut s = d.as_secs().to_string();
+    let micros = d.subsec_micros().to_string();
+    s.push('.');
+    s.extend(std::iter::repeat_n('0', 6 - micros.len()));
+    s.push_str(&micros);
+    HeaderValue::from_str(&s).expect("digits are a valid header value")
 }
 
 /// A response the watchdog generates itself: one plain-text line and `X-OpenFaaS-Internal`.
@@ -89,13 +95,15 @@ pub struct DeadlineError(pub &'static str);
 /// bodies go out chunked as upstream does.
 pub struct Timed<B> {
     inner: B,
+    deadline: Option<Instant>,
+    /// Made on the first wait only: most bodies are read without ever waiting.
     sleep: Option<Pin<Box<Sleep>>>,
     what: &'static str,
 }
 
 impl<B> Timed<B> {
     pub fn new(inner: B, deadline: Option<Instant>, what: &'static str) -> Self {
-        Timed { inner, sleep: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))), what }
+        Timed { inner, deadline, sleep: None, what }
     }
 }
 
@@ -112,7 +120,8 @@ where
         if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
             return Poll::Ready(frame.map(|r| r.map_err(Into::into)));
         }
-        if let Some(sleep) = this.sleep.as_mut() {
+        if let Some(deadline) = this.deadline {
+            let sleep = this.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
             ready!(sleep.as_mut().poll(cx));
             return Poll::Ready(Some(Err(Box::new(DeadlineError(this.what)))));
         }

@@ -84,6 +84,11 @@ pub fn go_duration(d: Duration) -> String {
 
 /// docker/go-units `HumanSize`: 4 significant digits, decimal units; `-1` prints `-1B`.
 pub fn human_size(bytes: i64) -> String {
+    if (-999..1000).contains(&bytes) {
+        let mut out = bytes.to_string();
+        out.push('B');
+        return out;
+    }
     const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
     let mut v = bytes as f64;
     let mut i = 0;
@@ -140,10 +145,21 @@ fn utc_now() -> Utc {
     Utc { y, mo, d, h: sod / 3600, mi: (sod / 60) % 60, s: sod % 60, ms: now.subsec_millis() }
 }
 
-/// `YYYY/MM/DD HH:MM:SS` in UTC, the text log prefix.
+/// `YYYY/MM/DD HH:MM:SS` in UTC, the text log prefix (formatted once a second per thread).
 pub fn log_time() -> String {
-    let t = utc_now();
-    format!("{:04}/{:02}/{:02} {:02}:{:02}:{:02}", t.y, t.mo, t.d, t.h, t.mi, t.s)
+    thread_local! {
+        static LAST: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
+    }
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if last.0 != secs {
+            let t = utc_now();
+            last.1 = format!("{:04}/{:02}/{:02} {:02}:{:02}:{:02}", t.y, t.mo, t.d, t.h, t.mi, t.s);
+            last.0 = secs;
+        }
+        last.1.clone()
+    })
 }
 
 /// RFC 3339 with milliseconds and `Z`, for JSON logs.

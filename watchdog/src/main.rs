@@ -16,6 +16,10 @@ use watchdog::modes::Handler;
 use watchdog::server::App;
 use watchdog::{logs, metrics, modes, process, server};
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 const SHA: &str = env!("FWATCHDOG_SHA");
 
@@ -102,7 +106,7 @@ fn main() -> ExitCode {
     for w in &warnings {
         logs::warn(w);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             logs::error(&format!("cannot start the runtime: {e}"));

@@ -3,16 +3,18 @@
 //! and the graceful shutdown sequence (spec §7, §8, §10.3, §14).
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::task::Poll;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::body::{self, OnDone, RespBody, Timed};
@@ -39,6 +41,8 @@ pub struct App {
     /// Requests to `/` in progress (limit and `/_/ready` 429).
     pub in_flight: AtomicUsize,
     pub handler: Handler,
+    /// Relays of the long-lived function's output, flushed before exit.
+    pub relays: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl App {
@@ -50,6 +54,7 @@ impl App {
             shutting_down: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             handler,
+            relays: Default::default(),
         })
     }
 
@@ -88,19 +93,29 @@ impl App {
 
 /// The write deadline of a connection's current request: the connection is dropped when a
 /// response is still being written at `write_timeout` after its request headers.
-#[derive(Default)]
+///
+/// Requests start and response bodies end inside the connection's own poll (hyper calls the
+/// service and polls bodies from there), so the connection task re-reads this after every poll
+/// and needs no wake-up of its own.
 struct ConnDeadline {
-    at: Mutex<Option<Instant>>,
-    changed: Notify,
+    base: Instant,
+    /// Nanoseconds after `base`; 0 = no response in progress.
+    at: std::sync::atomic::AtomicU64,
 }
 
 impl ConnDeadline {
+    fn new() -> Self {
+        ConnDeadline { base: Instant::now(), at: std::sync::atomic::AtomicU64::new(0) }
+    }
     fn set(&self, at: Option<Instant>) {
-        *self.at.lock().unwrap_or_else(|e| e.into_inner()) = at;
-        self.changed.notify_one();
+        let nanos = at.map_or(0, |t| (t.saturating_duration_since(self.base).as_nanos() as u64).max(1));
+        self.at.store(nanos, Ordering::Relaxed);
     }
     fn get(&self) -> Option<Instant> {
-        *self.at.lock().unwrap_or_else(|e| e.into_inner())
+        match self.at.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(self.base + Duration::from_nanos(n)),
+        }
     }
 }
 
@@ -172,6 +187,10 @@ pub async fn run(listener: TcpListener, app: Arc<App>, mut signals: mpsc::Receiv
 
     // Step 5: only now the function processes are signalled.
     stop_children(app.cfg.child_grace_period).await;
+    let relays = std::mem::take(&mut *app.relays.lock().unwrap_or_else(|e| e.into_inner()));
+    for relay in relays {
+        let _ = tokio::time::timeout(Duration::from_millis(500), relay).await;
+    }
     logs::info(&format!("Exiting. Active connections: {}", connections.load(Ordering::Relaxed)));
 }
 
@@ -203,7 +222,7 @@ fn serve_connection(
     mut drain: watch::Receiver<bool>,
 ) -> impl std::future::Future<Output = ()> {
     let _ = stream.set_nodelay(true);
-    let deadline = Arc::new(ConnDeadline::default());
+    let deadline = Arc::new(ConnDeadline::new());
     let read_timeout = app.cfg.read_timeout;
     let svc = {
         let deadline = deadline.clone();
@@ -214,37 +233,41 @@ fn serve_connection(
         })
     };
     let mut builder = hyper::server::conn::http1::Builder::new();
-    builder.timer(TokioTimer::new()).max_buf_size(MAX_HEADER_BYTES).max_headers(1024);
+    builder.timer(TokioTimer::new()).max_buf_size(MAX_HEADER_BYTES);
     if !read_timeout.is_zero() {
         builder.header_read_timeout(read_timeout);
     }
     let conn = builder.serve_connection(TokioIo::new(stream), svc).with_upgrades();
     async move {
         tokio::pin!(conn);
+        let timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(timer);
+        // A receiver held for the life of the connection: the drain waits for all of them.
+        let _alive = drain.clone();
+        let mut drain_signal = Box::pin(async move { drain.changed().await.is_ok() });
         let mut draining = false;
-        loop {
-            let at = deadline.get();
-            tokio::select! {
-                _ = &mut conn => return,
-                r = drain.changed(), if !draining => {
-                    draining = true;
-                    if r.is_ok() {
-                        conn.as_mut().graceful_shutdown();
+        std::future::poll_fn(|cx| {
+            if !draining && drain_signal.as_mut().poll(cx).is_ready() {
+                // Finish the current request, then close.
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            if conn.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+            match deadline.get() {
+                None => Poll::Pending,
+                Some(at) => {
+                    if timer.deadline() != at {
+                        timer.as_mut().reset(at);
                     }
-                }
-                _ = deadline.changed.notified() => {}
-                _ = tokio::time::sleep_until(at.unwrap_or_else(far_future)), if at.is_some() => {
-                    if deadline.get().is_some_and(|d| d <= Instant::now()) {
-                        return; // write_timeout: drop the connection mid-response
-                    }
+                    // Ready: write_timeout passed mid-response; the connection is dropped.
+                    timer.as_mut().poll(cx)
                 }
             }
-        }
+        })
+        .await
     }
-}
-
-fn far_future() -> Instant {
-    Instant::now() + Duration::from_secs(86_400 * 365)
 }
 
 async fn route(app: Arc<App>, deadline: Arc<ConnDeadline>, peer: SocketAddr, req: Request<Incoming>) -> Response<RespBody> {

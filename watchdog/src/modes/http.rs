@@ -31,8 +31,8 @@ type UpBody = Either<ReqBody, Full<Bytes>>;
 pub struct Proxy {
     client: Client<HttpConnector, UpBody>,
     upstream: Upstream,
-    /// `http://<resolved ip>:<port><prefix>`, set once the upstream accepts connections.
-    base: OnceLock<String>,
+    /// `<resolved ip>:<port>`, set once the upstream accepts connections.
+    authority: OnceLock<http::uri::Authority>,
     exec_timeout: Duration,
     startup_timeout: Duration,
     buffer: bool,
@@ -52,23 +52,34 @@ impl Proxy {
         Proxy {
             client,
             upstream: cfg.upstream.clone().expect("config checks http mode has an upstream"),
-            base: OnceLock::new(),
+            authority: OnceLock::new(),
             exec_timeout: cfg.exec_timeout,
             startup_timeout: cfg.startup_timeout,
             buffer: cfg.buffer_req_body,
         }
     }
 
-    fn url(&self, target: &str) -> Result<Uri, String> {
-        let base = self.base.get().ok_or("upstream not resolved")?;
-        format!("{base}{target}").parse::<Uri>().map_err(|e| format!("bad upstream URL: {e}"))
+    /// The upstream URL for a request target: `upstream_url`'s path is a prefix.
+    fn url(&self, target: &http::uri::PathAndQuery) -> Result<Uri, String> {
+        let authority = self.authority.get().ok_or("upstream not resolved")?.clone();
+        let path_and_query = if self.upstream.prefix.is_empty() {
+            target.clone()
+        } else {
+            format!("{}{}", self.upstream.prefix, target).parse().map_err(|e| format!("bad upstream URL: {e}"))?
+        };
+        Uri::builder()
+            .scheme(http::uri::Scheme::HTTP)
+            .authority(authority)
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|e| format!("bad upstream URL: {e}"))
     }
 
     /// The request to send upstream: same method and target, hop-by-hop headers removed, the
     /// body streamed (chunked, as upstream does) unless it is empty.
     fn upstream_request(&self, req: Request<ReqBody>) -> Result<Request<UpBody>, String> {
-        let target = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        let uri = self.url(target)?;
+        let root = http::uri::PathAndQuery::from_static("/");
+        let uri = self.url(req.uri().path_and_query().unwrap_or(&root))?;
         let (parts, body) = req.into_parts();
         let mut headers = parts.headers;
         strip_hop_by_hop(&mut headers);
@@ -203,7 +214,7 @@ impl Proxy {
 
     /// `/_/ready` with `ready_path`: the upstream's answer, as it is.
     pub async fn ready(&self, req: Request<ReqBody>, path: &str) -> Response<RespBody> {
-        let uri = match self.url(path) {
+        let uri = match path.parse().map_err(|_| String::new()).and_then(|p| self.url(&p)) {
             Ok(u) => u,
             Err(_) => return body::status_only(StatusCode::SERVICE_UNAVAILABLE),
         };
@@ -245,10 +256,13 @@ fn upstream_error(e: &hyper_util::client::legacy::Error) -> String {
 }
 
 fn status_text(s: StatusCode) -> String {
-    match s.canonical_reason() {
-        Some(r) => format!("{} {}", s.as_u16(), r),
-        None => s.as_u16().to_string(),
+    let mut out = String::with_capacity(24);
+    out.push_str(s.as_str());
+    if let Some(r) = s.canonical_reason() {
+        out.push(' ');
+        out.push_str(r);
     }
+    out
 }
 
 fn is_websocket(h: &HeaderMap) -> bool {
@@ -265,18 +279,38 @@ fn is_bypass(h: &HeaderMap) -> bool {
 
 /// Removes `Connection`, the headers it names, and the fixed hop-by-hop set.
 fn strip_hop_by_hop(h: &mut HeaderMap) {
-    let named: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        h.remove(n);
+    static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+    static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+    let hop = |n: &HeaderName| {
+        n == header::CONNECTION
+            || n == header::TE
+            || n == header::TRAILER
+            || n == header::TRANSFER_ENCODING
+            || n == header::UPGRADE
+            || n == KEEP_ALIVE
+            || n == PROXY_CONNECTION
+    };
+    // Most messages carry none: one pass over the names instead of seven lookups.
+    if !h.keys().any(hop) {
+        return;
     }
-    for n in ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"] {
-        h.remove(n);
+    if h.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = h
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .collect();
+        h.remove(header::CONNECTION);
+        for n in named {
+            h.remove(n);
+        }
+    }
+    for n in [&KEEP_ALIVE, &PROXY_CONNECTION, &header::TE, &header::TRAILER, &header::TRANSFER_ENCODING, &header::UPGRADE] {
+        if h.contains_key(n) {
+            h.remove(n);
+        }
     }
 }
 
@@ -339,11 +373,10 @@ pub async fn start_function(app: Arc<App>) {
     };
     logs::info("Started logging: stderr from function.");
     logs::info("Started logging: stdout from function.");
-    if let Some(e) = spawned.stderr {
-        logs::relay(e, Stream::Stderr);
-    }
-    if let Some(o) = spawned.stdout {
-        logs::relay(o, Stream::Stdout);
+    {
+        let mut relays = app.relays.lock().unwrap_or_else(|e| e.into_inner());
+        relays.extend(spawned.stderr.map(|e| logs::relay(e, Stream::Stderr)));
+        relays.extend(spawned.stdout.map(|o| logs::relay(o, Stream::Stdout)));
     }
     let group = spawned.group;
     let (exited_tx, mut exited_rx) = tokio::sync::watch::channel(false);
@@ -390,7 +423,12 @@ pub async fn start_function(app: Arc<App>) {
         IpAddr::V6(v6) => format!("[{v6}]"),
         v4 => v4.to_string(),
     };
-    let _ = proxy.base.set(format!("http://{}:{}{}", host, addr.port(), up.prefix));
+    match format!("{}:{}", host, addr.port()).parse() {
+        Ok(a) => {
+            let _ = proxy.authority.set(a);
+        }
+        Err(e) => die(&format!("bad upstream address {addr}: {e}")),
+    }
     if let Err(e) = app.write_lock_file() {
         die(&e);
     }

@@ -75,9 +75,17 @@ impl ReqLog {
         if self.quiet {
             return;
         }
-        let secs = self.start.elapsed().as_secs_f64();
-        let mut text =
-            format!("{} {} - {} - ContentLength: {} ({:.4}s)", self.method, self.target, status, human_size(bytes), secs);
+        let elapsed = self.start.elapsed();
+        let secs = elapsed.as_secs_f64();
+        let mut text = format!(
+            "{} {} - {} - ContentLength: {} ({}.{:04}s)",
+            self.method,
+            self.target,
+            status,
+            human_size(bytes),
+            elapsed.as_secs(),
+            elapsed.subsec_micros() / 100
+        );
         if let Some(rss) = max_rss {
             text.push_str(" - MaxRSS: ");
             text.push_str(&human_size(rss as i64));
