@@ -4,9 +4,9 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io;
-use std::os::unix::process::CommandExt;
-use std::os::fd::OwnedFd;
-use std::process::{ChildStdin, Command};
+use std::ffi::{CString, OsString};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::sync::{LazyLock, Mutex};
 
 use tokio::net::unix::pipe;
@@ -163,53 +163,261 @@ fn kill_pid(pid: i32, sig: i32) {
     }
 }
 
-/// Spawns `cmd` in a process group of its own with `PR_SET_PDEATHSIG(SIGKILL)`.
-///
-/// The parent-death signal fires when the spawning *thread* exits, so call this from a runtime
-/// worker thread (they live as long as the watchdog), never from `spawn_blocking`.
-pub fn spawn(mut cmd: Command) -> io::Result<Spawned> {
-    let parent = std::process::id() as libc::pid_t;
-    cmd.process_group(0);
-    // SAFETY: the closure runs in the forked child before exec and calls only async-signal-safe
-    // syscalls (prctl, getppid); it allocates nothing and touches no lock.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // The watchdog may have died between fork and prctl: then no signal would come.
-            if libc::getppid() != parent {
-                return Err(io::Error::other("watchdog exited"));
-            }
-            Ok(())
-        });
+/// What a child's standard stream is connected to.
+pub enum Io {
+    /// A new pipe; the watchdog keeps the other end.
+    Pipe,
+    /// `/dev/null`.
+    Null,
+    /// This descriptor (e.g. one pipe shared by stdout and stderr).
+    Fd(OwnedFd),
+}
+
+/// A function process to start: the program is looked up in `PATH` when it has no `/`; the
+/// child's environment is the watchdog's plus `env` (which wins).
+pub struct Cmd {
+    pub program: String,
+    pub args: Vec<String>,
+    pub env: Vec<(OsString, OsString)>,
+    pub stdin: Io,
+    pub stdout: Io,
+    pub stderr: Io,
+}
+
+/// The watchdog's own environment as `KEY=value` strings, read once (it never changes).
+static BASE_ENV: LazyLock<Vec<(OsString, CString)>> = LazyLock::new(|| {
+    std::env::vars_os()
+        .filter_map(|(k, v)| {
+            let mut kv = k.clone().into_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            CString::new(kv).ok().map(|c| (k, c))
+        })
+        .collect()
+});
+
+fn cstring(s: impl Into<Vec<u8>>) -> io::Result<CString> {
+    CString::new(s).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in argument or environment"))
+}
+
+/// The last `PATH` lookup: a watchdog runs one program, so one entry saves a walk per request.
+static RESOLVED: Mutex<Option<(String, CString)>> = Mutex::new(None);
+
+/// `program` as an executable path: as given when it has a `/`, else the first match in `PATH`.
+fn resolve(program: &str) -> io::Result<CString> {
+    if program.contains('/') {
+        return cstring(program);
     }
-    let (tx, rx) = oneshot::channel();
-    // Hold the waiter table while spawning so the reaper cannot collect this pid before its
-    // waiter is registered.
-    let mut child = {
-        let mut waiters = WAITERS.lock().unwrap_or_else(|e| e.into_inner());
-        let child = cmd.spawn()?;
-        waiters.insert(child.id() as i32, tx);
-        child
+    let mut cache = RESOLVED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, path)) = cache.as_ref().filter(|(p, _)| p == program) {
+        return Ok(path.clone());
+    }
+    let path = lookup_path(program)?;
+    *cache = Some((program.to_string(), path.clone()));
+    Ok(path)
+}
+
+fn forget_resolved() {
+    *RESOLVED.lock().unwrap_or_else(|e| e.into_inner()) = None;
+}
+
+fn lookup_path(program: &str) -> io::Result<CString> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    for dir in std::env::split_paths(&path) {
+        let candidate = dir.join(program);
+        if let Ok(meta) = std::fs::metadata(&candidate) {
+            use std::os::unix::fs::PermissionsExt;
+            if meta.is_file() && meta.permissions().mode() & 0o111 != 0 {
+                return cstring(candidate.into_os_string().into_vec());
+            }
+        }
+    }
+    Err(io::Error::from_raw_os_error(libc::ENOENT))
+}
+
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: pipe2 writes two descriptors into the array it is given.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just created and are owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Everything the child needs, prepared before it exists: it may not allocate.
+struct ChildArgs {
+    path: *const libc::c_char,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+    fds: [libc::c_int; 3],
+    parent: libc::pid_t,
+    /// errno of the step that failed in the child, 0 when exec succeeded.
+    err: libc::c_int,
+}
+
+/// Runs in the child, in the watchdog's memory (CLONE_VM) while the parent thread waits
+/// (CLONE_VFORK): only async-signal-safe calls on prepared data, then exec or _exit.
+extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` points at the parent's ChildArgs, alive until this child execs or exits,
+    // and the parent thread is suspended meanwhile, so nothing else touches it.
+    unsafe {
+        let a = &mut *(arg as *mut ChildArgs);
+        let fail = |a: &mut ChildArgs| -> ! {
+            a.err = *libc::__errno_location();
+            if a.err == 0 {
+                a.err = libc::EINVAL;
+            }
+            libc::_exit(127)
+        };
+        // Signal handlers of the watchdog must not run here: reset every caught signal, and
+        // SIGPIPE (ignored by the Rust runtime), to the default; then unblock everything.
+        let mut dfl: libc::sigaction = std::mem::zeroed();
+        dfl.sa_sigaction = libc::SIG_DFL;
+        for sig in 1..libc::SIGRTMAX() {
+            if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+                continue;
+            }
+            let mut old: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(sig, std::ptr::null(), &mut old) == 0
+                && (old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != libc::SIG_IGN || sig == libc::SIGPIPE)
+            {
+                libc::sigaction(sig, &dfl, std::ptr::null_mut());
+            }
+        }
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        if libc::setpgid(0, 0) != 0 {
+            fail(a);
+        }
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+            fail(a);
+        }
+        // The watchdog may have died before prctl: then no signal would ever come.
+        if libc::getppid() != a.parent {
+            libc::_exit(127);
+        }
+        for (target, &fd) in a.fds.iter().enumerate() {
+            let target = target as libc::c_int;
+            if fd == target {
+                let flags = libc::fcntl(fd, libc::F_GETFD);
+                libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+            } else if libc::dup2(fd, target) < 0 {
+                fail(a);
+            }
+        }
+        libc::execve(a.path, a.argv, a.envp);
+        fail(a)
+    }
+}
+
+/// Starts `cmd` in a process group of its own with `PR_SET_PDEATHSIG(SIGKILL)`, the way
+/// posix_spawn does (clone with CLONE_VM|CLONE_VFORK: no page-table copy, no copy-on-write
+/// faults afterwards), which a per-request fork cannot afford.
+///
+/// The parent-death signal fires when the spawning *thread* exits, so call this from the
+/// runtime's thread (it lives as long as the watchdog), never from `spawn_blocking`.
+pub fn spawn(cmd: Cmd) -> io::Result<Spawned> {
+    let path = resolve(&cmd.program)?;
+    let mut argv_c = vec![cstring(cmd.program.as_bytes())?];
+    for a in &cmd.args {
+        argv_c.push(cstring(a.as_bytes())?);
+    }
+    let mut env_c: Vec<CString> = Vec::with_capacity(BASE_ENV.len() + cmd.env.len());
+    for (k, kv) in BASE_ENV.iter() {
+        if !cmd.env.iter().any(|(ek, _)| ek == k) {
+            env_c.push(kv.clone());
+        }
+    }
+    for (k, v) in &cmd.env {
+        let mut kv = k.as_bytes().to_vec();
+        kv.push(b'=');
+        kv.extend_from_slice(v.as_bytes());
+        env_c.push(cstring(kv)?);
+    }
+    let argv: Vec<*const libc::c_char> = argv_c.iter().map(|c| c.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
+    let envp: Vec<*const libc::c_char> = env_c.iter().map(|c| c.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
+
+    // The child's ends (kept open here until it has exec'd) and our ends.
+    let mut child_fds: Vec<OwnedFd> = Vec::with_capacity(3);
+    let mut ours: [Option<OwnedFd>; 3] = [None, None, None];
+    for (i, io) in [cmd.stdin, cmd.stdout, cmd.stderr].into_iter().enumerate() {
+        let fd = match io {
+            Io::Pipe => {
+                let (r, w) = pipe()?;
+                let (child, mine) = if i == 0 { (r, w) } else { (w, r) };
+                ours[i] = Some(mine);
+                child
+            }
+            Io::Null => std::fs::OpenOptions::new().read(i == 0).write(i != 0).open("/dev/null")?.into(),
+            Io::Fd(fd) => fd,
+        };
+        child_fds.push(fd);
+    }
+    let mut args = ChildArgs {
+        path: path.as_ptr(),
+        argv: argv.as_ptr(),
+        envp: envp.as_ptr(),
+        fds: [child_fds[0].as_raw_fd(), child_fds[1].as_raw_fd(), child_fds[2].as_raw_fd()],
+        parent: std::process::id() as libc::pid_t,
+        err: 0,
     };
-    drop(cmd); // closes the parent's copies of any pipe ends handed to the child
-    let pid = child.id() as i32;
+    // The child's stack: never read before the child writes it, so it need not be zeroed.
+    let mut stack: Vec<u8> = Vec::with_capacity(64 * 1024);
+
+    let (tx, rx) = oneshot::channel();
+    let pid = {
+        // Held so the reaper cannot collect this pid before its waiter is registered.
+        let mut waiters = WAITERS.lock().unwrap_or_else(|e| e.into_inner());
+        // SAFETY: all signals are blocked on this thread around clone, so no handler runs in the
+        // child before it resets them; the stack is ours and outlives the child's use of it
+        // (CLONE_VFORK returns only after exec or exit); child_main only reads `args`.
+        let pid = unsafe {
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+            let top = stack.as_mut_ptr().add(stack.capacity() - 64);
+            let top = (top as usize & !15) as *mut libc::c_void;
+            let pid = libc::clone(
+                child_main,
+                top,
+                libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+                &mut args as *mut ChildArgs as *mut libc::c_void,
+            );
+            libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+            pid
+        };
+        if pid < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if args.err != 0 {
+            // The child exited before exec; the reaper collects it. A program that vanished
+            // from its PATH entry is looked up again next time.
+            forget_resolved();
+            return Err(io::Error::from_raw_os_error(args.err));
+        }
+        waiters.insert(pid, tx);
+        pid
+    };
+    drop(child_fds);
     GROUPS.lock().unwrap_or_else(|e| e.into_inner()).insert(pid);
-    let group = Group { pid };
-    let stdin = child.stdin.take().map(sender).transpose()?;
-    let stdout = child.stdout.take().map(receiver).transpose()?;
-    let stderr = child.stderr.take().map(receiver).transpose()?;
-    Ok(Spawned { group, stdin, stdout, stderr, exit: rx })
+    let [stdin, stdout, stderr] = ours;
+    Ok(Spawned {
+        group: Group { pid },
+        stdin: stdin.map(pipe::Sender::from_owned_fd).transpose()?,
+        stdout: stdout.map(pipe::Receiver::from_owned_fd).transpose()?,
+        stderr: stderr.map(pipe::Receiver::from_owned_fd).transpose()?,
+        exit: rx,
+    })
 }
 
-fn sender(p: ChildStdin) -> io::Result<pipe::Sender> {
-    pipe::Sender::from_owned_fd(p.into())
-}
-
-/// Makes a non-blocking tokio reader of a pipe's read end (child stdout/stderr, or our own pipe).
-pub fn receiver(p: impl Into<OwnedFd>) -> io::Result<pipe::Receiver> {
-    pipe::Receiver::from_owned_fd(p.into())
+/// A pipe whose write end a child can share for stdout and stderr, and its tokio read end.
+pub fn shared_pipe() -> io::Result<(pipe::Receiver, OwnedFd, OwnedFd)> {
+    let (r, w) = pipe()?;
+    let w2 = w.try_clone()?;
+    Ok((pipe::Receiver::from_owned_fd(r)?, w, w2))
 }
 
 /// Direct children of the watchdog (including adopted orphans), read from /proc.

@@ -3,7 +3,6 @@
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +20,7 @@ use crate::body::{self, error_response, ChannelBody, RespBody, X_DURATION};
 use crate::config::{Config, Mode};
 use crate::format::{go_duration, json_str};
 use crate::logs::{self, Stream};
-use crate::process::{self, Exit, Group};
+use crate::process::{self, Exit, Group, Io};
 use crate::server::{App, ReqBody};
 
 /// Largest request body the buffering modes hold in memory.
@@ -108,16 +107,20 @@ impl Fork {
     }
 
     fn start(&self, env: Vec<(OsString, OsString)>, stderr_to: StderrTo) -> Result<(process::Spawned, Option<pipe::Receiver>), String> {
-        let mut cmd = Command::new(&self.program);
-        cmd.args(&self.args).envs(env).stdin(Stdio::piped());
+        let mut cmd = process::Cmd {
+            program: self.program.clone(),
+            args: self.args.clone(),
+            env,
+            stdin: Io::Pipe,
+            stdout: Io::Pipe,
+            stderr: Io::Pipe,
+        };
         let mut combined = None;
         if stderr_to == StderrTo::Stdout {
-            let (r, w) = std::io::pipe().map_err(|e| self.cannot_start(e))?;
-            let w2 = w.try_clone().map_err(|e| self.cannot_start(e))?;
-            cmd.stdout(Stdio::from(w)).stderr(Stdio::from(w2));
-            combined = Some(process::receiver(r).map_err(|e| self.cannot_start(e))?);
-        } else {
-            cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+            let (r, w, w2) = process::shared_pipe().map_err(|e| self.cannot_start(e))?;
+            cmd.stdout = Io::Fd(w);
+            cmd.stderr = Io::Fd(w2);
+            combined = Some(r);
         }
         let spawned = process::spawn(cmd).map_err(|e| self.cannot_start(e))?;
         if stderr_to == StderrTo::Log {

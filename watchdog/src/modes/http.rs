@@ -3,7 +3,6 @@
 //! exec deadline (spec §5.3).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -365,8 +364,14 @@ pub async fn start_function(app: Arc<App>) {
     let cfg = &app.cfg;
     let program = &cfg.argv[0];
     logs::info(&format!("Forking: {}, arguments: [{}]", program, cfg.argv[1..].join(" ")));
-    let mut cmd = Command::new(program);
-    cmd.args(&cfg.argv[1..]).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let cmd = process::Cmd {
+        program: program.clone(),
+        args: cfg.argv[1..].to_vec(),
+        env: Vec::new(),
+        stdin: process::Io::Null,
+        stdout: process::Io::Pipe,
+        stderr: process::Io::Pipe,
+    };
     let spawned = match process::spawn(cmd) {
         Ok(s) => s,
         Err(e) => die(&format!("cannot start {program}: {e}")),
