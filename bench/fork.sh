@@ -16,24 +16,8 @@ WARMUP=${WARMUP:-2s}
 CONNS=${CONNS:-20}
 READY_TIMEOUT=${READY_TIMEOUT:-30}
 
-log() { printf '==> %s\n' "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-
-as_root() {
-    if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
-        die "need root to run: $*"
-    fi
-}
-need=()
-command -v wrk >/dev/null || need+=(wrk)
-command -v python3 >/dev/null || need+=(python3)
-command -v gcc >/dev/null || need+=(gcc libc6-dev)
-command -v cat >/dev/null || need+=(coreutils)
-if [ ${#need[@]} -gt 0 ]; then
-    log "installing: ${need[*]}"
-    as_root apt-get update
-    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y --no-install-recommends "${need[@]}"
-fi
+source bench/lib.sh
+need_tools wrk:wrk python3:python3 "gcc:gcc libc6-dev" cat:coreutils
 
 # --- binaries --------------------------------------------------------------------------------
 MUSL_FW=target/x86_64-unknown-linux-musl/release/fwatchdog
@@ -48,39 +32,6 @@ fi
 [ -x "$FWATCHDOG" ] || die "fwatchdog not found: $FWATCHDOG"
 FWATCHDOG=$(realpath "$FWATCHDOG")
 
-# --- helpers ---------------------------------------------------------------------------------
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/bench-fork.XXXXXX")
-PIDS=()
-
-descendants() { # all live descendants of $1 (depth first)
-    local c
-    for c in $(cat /proc/"$1"/task/*/children 2>/dev/null); do echo "$c"; descendants "$c"; done
-}
-stop() { # kill a process we started and everything below it
-    local p=$1 all
-    kill -0 "$p" 2>/dev/null || return 0
-    all="$(descendants "$p") $p"
-    # shellcheck disable=SC2086
-    kill -KILL $all 2>/dev/null || true
-    wait "$p" 2>/dev/null || true
-}
-cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do stop "$p"; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-port_free() { # can this port be bound on all interfaces (of-watchdog's hard-coded 8081)?
-    python3 -c 'import socket,sys
-s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-try: s.bind(("", int(sys.argv[1])))
-except OSError: sys.exit(1)' "$1"
-}
 # wait_echo PORT PID: poll /_/health until 200, then check POST / "hello" echoes "hello"
 wait_echo() {
     python3 - "$1" "$2" "$READY_TIMEOUT" <<'EOF'
@@ -112,31 +63,9 @@ EOF
 LUA=$WORK/post.lua
 printf '%s\n' 'wrk.method = "POST"' 'wrk.body = "hello"' \
     'wrk.headers["Content-Type"] = "text/plain"' > "$LUA"
+WRK_ARGS="-s $LUA"
 
-# wrk_run NAME URL: warm up, measure; writes $WORK/NAME.wrk and prints "rps p50ms p99ms errs"
-wrk_run() {
-    local name=$1 url=$2 out=$WORK/$1.wrk
-    wrk -t2 -c"$CONNS" -d"$WARMUP" -s "$LUA" "$url" >/dev/null
-    wrk -t2 -c"$CONNS" -d"$DURATION" --latency -s "$LUA" "$url" > "$out"
-    awk '
-        function ms(v) {
-            if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0
-            if (v ~ /m$/) return v * 60000; if (v ~ /s$/) return v * 1000; return v
-        }
-        /^Requests\/sec:/ {rps = $2}
-        $1 == "50%" {p50 = ms($2)}
-        $1 == "99%" {p99 = ms($2)}
-        /Non-2xx or 3xx/ {errs += $NF}
-        /Socket errors/ {gsub(/,/, ""); errs += $4 + $6 + $8 + $10}
-        END {printf "%s %.3f %.3f %d\n", rps, p50, p99, errs}
-    ' "$out"
-}
 
-declare -A RPS P50 P99 ERRS
-record() { # NAME "rps p50 p99 errs"
-    read -r "RPS[$1]" "P50[$1]" "P99[$1]" "ERRS[$1]" <<<"$2"
-    log "$1: ${RPS[$1]} req/s, p50 ${P50[$1]} ms, p99 ${P99[$1]} ms, errors ${ERRS[$1]}"
-}
 
 bench_watchdog() { # NAME BIN MODE ENV...
     local name=$1 bin=$2 mode=$3 wp pid; shift 3
@@ -211,32 +140,37 @@ secs() { # wrk-style duration (10s, 1m, 500ms) -> seconds
 }
 
 # --- runs ----------------------------------------------------------------------------------------
-log "fprocess=cat, POST 'hello', wrk -t2 -c$CONNS -d$DURATION (warm-up $WARMUP), loopback"
-bench_watchdog fw-serializing "$FWATCHDOG" serializing metrics_port="$(free_port)" bind_address=127.0.0.1
-bench_watchdog fw-streaming "$FWATCHDOG" streaming metrics_port="$(free_port)" bind_address=127.0.0.1
-
 OF_NOTE=
 if [ ! -x "$OF_WATCHDOG" ]; then
     OF_NOTE="skipped: $OF_WATCHDOG not found (set OF_WATCHDOG)"
 elif ! port_free 8081; then
     OF_NOTE="skipped: port 8081 (of-watchdog's hard-coded metrics port) is in use"
-else
-    OFW=$(realpath "$OF_WATCHDOG")
-    bench_watchdog of-serializing "$OFW" serializing
-    port_free 8081 || sleep 1
-    bench_watchdog of-streaming "$OFW" streaming
 fi
 [ -z "$OF_NOTE" ] || log "of-watchdog $OF_NOTE"
 
-log "ceiling: spawn-and-wait loop of cat, 2 processes, $(secs "$DURATION")s"
-"$WORK/spawn" "$(secs "$WARMUP")" 2 >/dev/null
-CEIL=$("$WORK/spawn" "$(secs "$DURATION")" 2)
-log "ceiling: $CEIL spawns/s"
+log "fprocess=cat, POST 'hello', wrk -t2 -c$CONNS -d$DURATION (warm-up $WARMUP), loopback, $ROUNDS rounds"
+declare -a CEILS=()
+for round in $(seq "$ROUNDS"); do
+    log "round $round of $ROUNDS"
+    bench_watchdog fw-serializing "$FWATCHDOG" serializing metrics_port="$(free_port)" bind_address=127.0.0.1
+    bench_watchdog fw-streaming "$FWATCHDOG" streaming metrics_port="$(free_port)" bind_address=127.0.0.1
+    if [ -z "$OF_NOTE" ]; then
+        OFW=$(realpath "$OF_WATCHDOG")
+        port_free 8081 || sleep 1
+        bench_watchdog of-serializing "$OFW" serializing
+        port_free 8081 || sleep 1
+        bench_watchdog of-streaming "$OFW" streaming
+    fi
+    "$WORK/spawn" "$(secs "$WARMUP")" 2 >/dev/null
+    CEILS+=("$("$WORK/spawn" "$(secs "$DURATION")" 2)")
+    log "ceiling: ${CEILS[-1]} spawns/s (spawn-and-wait loop of cat, 2 processes)"
+done
+finalize fw-serializing fw-streaming of-serializing of-streaming
+CEIL=$(printf '%s\n' "${CEILS[@]}" | sort -n | awk '{l[NR]=$0} END {print l[int((NR+1)/2)]}')
 
 # --- report --------------------------------------------------------------------------------------
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 echo
-echo "Fork modes, fprocess=cat, POST 'hello', wrk -t2 -c$CONNS -d$DURATION (loopback)"
+echo "Fork modes, fprocess=cat, POST 'hello', wrk -t2 -c$CONNS -d$DURATION (loopback), median of $ROUNDS rounds"
 printf '%-16s %12s %10s %10s %8s %10s\n' target req/s p50_ms p99_ms errors vs_ceiling
 for n in fw-serializing fw-streaming of-serializing of-streaming; do
     [ -n "${RPS[$n]:-}" ] || continue

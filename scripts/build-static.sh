@@ -75,6 +75,7 @@ log "libunwind: $UNWIND"
 log "building $TARGET (opt-level ${CARGO_PROFILE_RELEASE_OPT_LEVEL:-from Cargo.toml})"
 RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 \
 CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_LINKER=musl-gcc CC_x86_64_unknown_linux_musl=musl-gcc \
+CFLAGS_x86_64_unknown_linux_musl="-DMI_DEFAULT_ARENA_EAGER_COMMIT=0" \
 RUSTFLAGS="-C link-self-contained=no -C relocation-model=static -C target-feature=+crt-static -L $LINKDIR -l static=fortifyshim -C link-arg=-lgcc" \
     flock /tmp/cargo.lock cargo build --release -p watchdog --bin fwatchdog ${FEATURES-"--features=mimalloc"} \
         -Zbuild-std=std,panic_unwind -Zbuild-std-features="${BUILD_STD_FEATURES-panic-unwind,optimize_for_size}" --target "$TARGET"
