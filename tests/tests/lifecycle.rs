@@ -167,3 +167,24 @@ fn c56_sigkill_takes_the_function_along() {
     wd.wait_exit(T);
     assert!(eventually(Duration::from_secs(1), || pids_matching(&marker).is_empty()), "fork-mode child outlived the watchdog");
 }
+
+#[test]
+fn children_get_default_signals_and_their_own_group() {
+    for mode in ["streaming", "serializing", "classic"] {
+        let wd = watchdog("cat /proc/self/status /proc/self/stat").env("mode", mode).start();
+        let t = wd.post("/", b"").text();
+        let field = |name: &str| t.lines().find(|l| l.starts_with(name)).map(|l| l.split_whitespace().nth(1).unwrap().to_string());
+        assert_eq!(field("SigBlk:").as_deref(), Some("0000000000000000"), "{mode}: empty mask\n{t}");
+        // SIGPIPE (13, bit 12) is back to the default; what the watchdog's own parent ignored
+        // stays ignored, as across any exec.
+        let ignored = u64::from_str_radix(&field("SigIgn:").unwrap(), 16).unwrap();
+        assert_eq!(ignored & (1 << 12), 0, "{mode}: SIGPIPE ignored\n{t}");
+        assert_eq!(field("SigCgt:").as_deref(), Some("0000000000000000"), "{mode}: no handlers\n{t}");
+        // /proc/self/stat: pid (comm) state ppid pgrp ... -- the child leads its own group.
+        let stat = t.lines().last().unwrap();
+        let rest: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+        let pid = stat.split_whitespace().next().unwrap();
+        assert_eq!(rest[2], pid, "{mode}: own process group");
+        assert_eq!(rest[1], wd.pid().to_string(), "{mode}: child of the watchdog");
+    }
+}

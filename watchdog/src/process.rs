@@ -245,6 +245,25 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
+/// Signals with a handler in the watchdog, plus SIGPIPE: what a child resets to the default.
+/// Read once, at the first spawn: every handler is installed at start-up, before any spawn,
+/// so the child makes a few calls instead of one per signal.
+static CAUGHT_SIGNALS: LazyLock<Vec<libc::c_int>> = LazyLock::new(|| {
+    let mut caught = vec![libc::SIGPIPE];
+    for sig in 1..libc::SIGRTMAX() {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP || sig == libc::SIGPIPE {
+            continue;
+        }
+        // SAFETY: sigaction with a null new action only reads the current one into `old`.
+        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+        let rc = unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) };
+        if rc == 0 && old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != libc::SIG_IGN {
+            caught.push(sig);
+        }
+    }
+    caught
+});
+
 /// Everything the child needs, prepared before it exists: it may not allocate.
 struct ChildArgs {
     path: *const libc::c_char,
@@ -252,6 +271,7 @@ struct ChildArgs {
     envp: *const *const libc::c_char,
     fds: [libc::c_int; 3],
     parent: libc::pid_t,
+    reset_signals: &'static [libc::c_int],
     /// errno of the step that failed in the child, 0 when exec succeeded.
     err: libc::c_int,
 }
@@ -270,20 +290,12 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             }
             libc::_exit(127)
         };
-        // Signal handlers of the watchdog must not run here: reset every caught signal, and
-        // SIGPIPE (ignored by the Rust runtime), to the default; then unblock everything.
+        // Signal handlers of the watchdog must not run here: every caught signal, and SIGPIPE
+        // (ignored by the Rust runtime), goes back to the default.
         let mut dfl: libc::sigaction = std::mem::zeroed();
         dfl.sa_sigaction = libc::SIG_DFL;
-        for sig in 1..libc::SIGRTMAX() {
-            if sig == libc::SIGKILL || sig == libc::SIGSTOP {
-                continue;
-            }
-            let mut old: libc::sigaction = std::mem::zeroed();
-            if libc::sigaction(sig, std::ptr::null(), &mut old) == 0
-                && (old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != libc::SIG_IGN || sig == libc::SIGPIPE)
-            {
-                libc::sigaction(sig, &dfl, std::ptr::null_mut());
-            }
+        for &sig in a.reset_signals {
+            libc::sigaction(sig, &dfl, std::ptr::null_mut());
         }
         let mut none: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut none);
@@ -361,6 +373,7 @@ pub fn spawn(cmd: Cmd) -> io::Result<Spawned> {
         envp: envp.as_ptr(),
         fds: [child_fds[0].as_raw_fd(), child_fds[1].as_raw_fd(), child_fds[2].as_raw_fd()],
         parent: std::process::id() as libc::pid_t,
+        reset_signals: &CAUGHT_SIGNALS,
         err: 0,
     };
     // The child's stack: never read before the child writes it, so it need not be zeroed.
