@@ -140,13 +140,7 @@ secs() { # wrk-style duration (10s, 1m, 500ms) -> seconds
 }
 
 # --- runs ----------------------------------------------------------------------------------------
-OF_NOTE=
-if [ ! -x "$OF_WATCHDOG" ]; then
-    OF_NOTE="skipped: $OF_WATCHDOG not found (set OF_WATCHDOG)"
-elif ! port_free 8081; then
-    OF_NOTE="skipped: port 8081 (of-watchdog's hard-coded metrics port) is in use"
-fi
-[ -z "$OF_NOTE" ] || log "of-watchdog $OF_NOTE"
+of_watchdog_check
 
 log "fprocess=cat, POST 'hello', wrk -t2 -c$CONNS -d$DURATION (warm-up $WARMUP), loopback, $ROUNDS rounds"
 declare -a CEILS=()

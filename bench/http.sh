@@ -84,13 +84,7 @@ bench_watchdog() { # NAME BIN ENV...
     stop "$WD_PID"
 }
 
-OF_NOTE=
-if [ ! -x "$OF_WATCHDOG" ]; then
-    OF_NOTE="skipped: $OF_WATCHDOG not found (set OF_WATCHDOG)"
-elif ! port_free 8081; then
-    OF_NOTE="skipped: port 8081 (of-watchdog's hard-coded metrics port) is in use"
-fi
-[ -z "$OF_NOTE" ] || log "of-watchdog $OF_NOTE"
+of_watchdog_check
 
 log "wrk -t2 -c$CONNS -d$DURATION (warm-up $WARMUP), loopback, $ROUNDS rounds (median reported)"
 for round in $(seq "$ROUNDS"); do

@@ -97,3 +97,14 @@ finalize() {
 }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
+
+# of_watchdog_check: sets OF_NOTE (empty when the reference of-watchdog can run) and says why not
+of_watchdog_check() {
+    OF_NOTE=
+    if [ ! -x "$OF_WATCHDOG" ]; then
+        OF_NOTE="skipped: $OF_WATCHDOG not found (set OF_WATCHDOG)"
+    elif ! port_free 8081; then
+        OF_NOTE="skipped: port 8081 (of-watchdog's hard-coded metrics port) is in use"
+    fi
+    [ -z "$OF_NOTE" ] || log "of-watchdog $OF_NOTE"
+}
