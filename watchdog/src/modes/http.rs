@@ -4,7 +4,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -12,9 +12,9 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
 use http_body::Body as _;
 use http_body_util::{Either, Full};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
 use super::ReqLog;
@@ -28,7 +28,7 @@ use crate::server::{App, ReqBody};
 type UpBody = Either<ReqBody, Full<Bytes>>;
 
 pub struct Proxy {
-    client: Client<HttpConnector, UpBody>,
+    pool: Arc<Pool>,
     upstream: Upstream,
     /// `<resolved ip>:<port>`, set once the upstream accepts connections.
     authority: OnceLock<http::uri::Authority>,
@@ -39,17 +39,9 @@ pub struct Proxy {
 
 impl Proxy {
     pub fn new(cfg: &Config) -> Proxy {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        if !cfg.exec_timeout.is_zero() {
-            connector.set_connect_timeout(Some(cfg.exec_timeout));
-        }
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_millis(500))
-            .pool_timer(TokioTimer::new())
-            .build(connector);
+        let connect_timeout = (!cfg.exec_timeout.is_zero()).then_some(cfg.exec_timeout);
         Proxy {
-            client,
+            pool: Arc::new(Pool { idle: Mutex::new(Vec::new()), connect_timeout }),
             upstream: cfg.upstream.clone().expect("config checks http mode has an upstream"),
             authority: OnceLock::new(),
             exec_timeout: cfg.exec_timeout,
@@ -133,7 +125,7 @@ impl Proxy {
                 }
             }
         }
-        let sent = self.client.request(up);
+        let sent = self.pool.request(up);
         let result = match deadline {
             Some(d) => match tokio::time::timeout_at(d, sent).await {
                 Ok(r) => r,
@@ -144,9 +136,9 @@ impl Proxy {
             },
             None => sent.await,
         };
-        let resp = match result {
+        let (resp, lease) = match result {
             Ok(r) => r,
-            Err(e) => return fail(app, &log, StatusCode::BAD_GATEWAY, &upstream_error(&e), start),
+            Err(e) => return fail(app, &log, StatusCode::BAD_GATEWAY, &e, start),
         };
         let elapsed = start.elapsed();
         let (mut parts, incoming) = resp.into_parts();
@@ -160,7 +152,7 @@ impl Proxy {
             .unwrap_or(-1);
         log.write(&app.cfg, parts.status.as_u16(), &status_text(parts.status), length, None);
         let body = Timed::new(incoming, deadline, "exec_timeout exceeded while copying the response");
-        Response::from_parts(parts, body::boxed(body))
+        Response::from_parts(parts, body::boxed(OnDone::new(body, move |_| lease.release())))
     }
 
     /// SSE, NDJSON and WebSocket: no exec deadline, `X-Forwarded-For`, every chunk flushed.
@@ -184,9 +176,9 @@ impl Proxy {
             up.headers_mut().insert(header::UPGRADE, u);
         }
         append_forwarded_for(up.headers_mut(), peer.ip());
-        let mut resp = match self.client.request(up).await {
+        let (mut resp, lease) = match self.pool.request(up).await {
             Ok(r) => r,
-            Err(e) => return fail(app, &log, StatusCode::BAD_GATEWAY, &upstream_error(&e), start),
+            Err(e) => return fail(app, &log, StatusCode::BAD_GATEWAY, &e, start),
         };
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(client_upgrade) = client_upgrade {
@@ -207,6 +199,7 @@ impl Proxy {
         let code = parts.status;
         let body = OnDone::new(incoming, move |bytes| {
             log.write(&app.cfg, code.as_u16(), &status_text(code), bytes as i64, None);
+            lease.release();
         });
         Response::from_parts(parts, body::boxed(body))
     }
@@ -222,17 +215,17 @@ impl Proxy {
         *up.uri_mut() = uri;
         *up.headers_mut() = parts.headers;
         strip_hop_by_hop(up.headers_mut());
-        let fut = self.client.request(up);
+        let fut = self.pool.request(up);
         let res = if self.exec_timeout.is_zero() {
-            fut.await.map_err(|e| upstream_error(&e))
+            fut.await
         } else {
             match tokio::time::timeout(self.exec_timeout, fut).await {
-                Ok(r) => r.map_err(|e| upstream_error(&e)),
+                Ok(r) => r,
                 Err(_) => Err("ready_path timed out".into()),
             }
         };
         match res {
-            Ok(resp) => resp.map(body::boxed),
+            Ok((resp, lease)) => resp.map(|b| body::boxed(OnDone::new(b, move |_| lease.release()))),
             Err(reason) => error_response(StatusCode::SERVICE_UNAVAILABLE, &reason, None),
         }
     }
@@ -244,7 +237,7 @@ fn fail(app: &App, log: &ReqLog, status: StatusCode, reason: &str, start: Instan
     error_response(status, reason, Some(start.elapsed()))
 }
 
-fn upstream_error(e: &hyper_util::client::legacy::Error) -> String {
+fn upstream_error(e: &(dyn std::error::Error + 'static)) -> String {
     let mut reason = e.to_string();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
@@ -324,6 +317,85 @@ fn append_forwarded_for(h: &mut HeaderMap, ip: IpAddr) {
     };
     if let Ok(v) = HeaderValue::from_str(&value) {
         h.insert("x-forwarded-for", v);
+    }
+}
+
+/// Keep-alive connections to the upstream. A connection idle for 500 ms is not reused (the
+/// function may be about to close it) and is closed by the sweeper.
+struct Pool {
+    idle: Mutex<Vec<(SendRequest<UpBody>, Instant)>>,
+    connect_timeout: Option<Duration>,
+}
+
+const POOL_IDLE: Duration = Duration::from_millis(500);
+
+/// A connection in use; `release` returns it to the pool once its response is read.
+struct Lease {
+    pool: Arc<Pool>,
+    sender: Option<SendRequest<UpBody>>,
+}
+
+impl Lease {
+    fn release(mut self) {
+        if let Some(sender) = self.sender.take() {
+            if !sender.is_closed() {
+                self.pool.idle.lock().unwrap_or_else(|e| e.into_inner()).push((sender, Instant::now()));
+            }
+        }
+    }
+}
+
+impl Pool {
+    /// Sends `req` (its URI carries the upstream address) on an idle connection or a new one.
+    async fn request(self: &Arc<Self>, mut req: Request<UpBody>) -> Result<(Response<Incoming>, Lease), String> {
+        let mut sender = match self.checkout() {
+            Some(s) => s,
+            None => self.connect(req.uri()).await?,
+        };
+        // An HTTP/1.0 client may send no Host; HTTP/1.1 to the upstream needs one.
+        if !req.headers().contains_key(header::HOST) {
+            if let Some(a) = req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+                req.headers_mut().insert(header::HOST, a);
+            }
+        }
+        // On the wire the target is in origin form: path and query only.
+        let origin = req.uri().path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        *req.uri_mut() = Uri::from(origin);
+        let resp = sender.send_request(req).await.map_err(|e| upstream_error(&e))?;
+        // An upgraded connection belongs to the tunnel from now on.
+        let keep = resp.status() != StatusCode::SWITCHING_PROTOCOLS;
+        Ok((resp, Lease { pool: self.clone(), sender: keep.then_some(sender) }))
+    }
+
+    fn checkout(&self) -> Option<SendRequest<UpBody>> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        idle.retain(|(s, since)| !s.is_closed() && now.duration_since(*since) < POOL_IDLE);
+        let i = idle.iter().rposition(|(s, _)| s.is_ready())?;
+        Some(idle.swap_remove(i).0)
+    }
+
+    async fn connect(&self, uri: &Uri) -> Result<SendRequest<UpBody>, String> {
+        let authority = uri.authority().ok_or("upstream URL without an address")?.as_str();
+        let connect = tokio::net::TcpStream::connect(authority);
+        let stream = match self.connect_timeout {
+            Some(t) => tokio::time::timeout(t, connect).await.map_err(|_| "upstream error: connect timed out".to_string())?,
+            None => connect.await,
+        }
+        .map_err(|e| format!("upstream error: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| upstream_error(&e))?;
+        tokio::spawn(conn.with_upgrades());
+        Ok(sender)
+    }
+
+    /// Closes connections idle past `POOL_IDLE`, for as long as the watchdog runs.
+    async fn sweep(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(POOL_IDLE).await;
+            let now = Instant::now();
+            self.idle.lock().unwrap_or_else(|e| e.into_inner()).retain(|(s, since)| !s.is_closed() && now.duration_since(*since) < POOL_IDLE);
+        }
     }
 }
 
@@ -437,5 +509,6 @@ pub async fn start_function(app: Arc<App>) {
     if let Err(e) = app.write_lock_file() {
         die(&e);
     }
+    tokio::spawn(proxy.pool.clone().sweep());
     app.ready.send_replace(true);
 }
