@@ -2,6 +2,7 @@
 //! deadline on a body (read timeout, exec deadline), a completion hook, and the watchdog's own
 //! error responses (spec §9).
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -141,8 +142,6 @@ where
     }
 }
 
-use std::future::Future;
-
 /// Runs `F` with the number of bytes sent once the body ends, fails or is dropped.
 pub struct OnDone<B, F: FnOnce(u64)> {
     inner: B,
@@ -209,4 +208,16 @@ where
 {
     let limited = http_body_util::Limited::new(body, limit);
     Ok(limited.collect().await?.to_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duration_header_has_six_decimals() {
+        assert_eq!(duration_value(Duration::from_micros(1_500_007)), "1.500007");
+        assert_eq!(duration_value(Duration::from_millis(3)), "0.003000");
+        assert_eq!(duration_value(Duration::ZERO), "0.000000");
+    }
 }

@@ -257,7 +257,7 @@ impl Fork {
         }
         let elapsed = start.elapsed();
         let resp = if done.timed_out {
-            logs::info(&format!("Killing process: {}", self_fprocess(&self.program, &self.args)));
+            logs::info(&format!("Killing process: {}", command_line(&self.program, &self.args)));
             error_response(StatusCode::REQUEST_TIMEOUT, "Killed process.", None)
         } else if let Some(err) = done.error() {
             let mut text = format!("{err}\n").into_bytes();
@@ -355,7 +355,7 @@ impl Fork {
     }
 }
 
-fn self_fprocess(program: &str, args: &[String]) -> String {
+fn command_line(program: &str, args: &[String]) -> String {
     std::iter::once(program).chain(args.iter().map(String::as_str)).collect::<Vec<_>>().join(" ")
 }
 
@@ -367,12 +367,11 @@ fn print_headers(dir: &str, headers: &http::HeaderMap) {
     let _ = std::io::Write::write_all(&mut std::io::stdout(), out.as_bytes());
 }
 
-fn sleep_opt(deadline: Option<Instant>) -> impl std::future::Future<Output = ()> {
-    async move {
-        match deadline {
-            Some(d) => tokio::time::sleep_until(d).await,
-            None => std::future::pending().await,
-        }
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
     }
 }
 
