@@ -47,15 +47,22 @@ pub struct Setup {
     env: Vec<(String, String)>,
     args: Vec<String>,
     wait_ready: bool,
+    /// `None`: fwatchdog (with `FWATCHDOG_RUNNER`); otherwise this binary.
+    bin: Option<PathBuf>,
 }
 
 pub fn watchdog(fprocess: &str) -> Setup {
-    Setup { env: vec![("fprocess".into(), fprocess.into())], args: vec![], wait_ready: true }
+    Setup { env: vec![("fprocess".into(), fprocess.into())], args: vec![], wait_ready: true, bin: None }
 }
 
 /// A watchdog setup without `fprocess`.
 pub fn bare() -> Setup {
-    Setup { env: vec![], args: vec![], wait_ready: true }
+    Setup { env: vec![], args: vec![], wait_ready: true, bin: None }
+}
+
+/// The gateway binary, with its credentials folder in the run's temp dir.
+pub fn gateway() -> Setup {
+    Setup { env: vec![], args: vec![], wait_ready: true, bin: Some(bin_dir().join("gateway")) }
 }
 
 impl Setup {
@@ -77,6 +84,7 @@ impl Setup {
     fn command(&self, tmp: &Path) -> Command {
         let bin = fwatchdog_path();
         let mut cmd = match std::env::var_os("FWATCHDOG_RUNNER") {
+            _ if self.bin.is_some() => Command::new(self.bin.as_ref().unwrap()),
             Some(runner) => {
                 let mut c = Command::new(runner);
                 c.arg(bin);
@@ -91,6 +99,7 @@ impl Setup {
             }
         }
         cmd.env("TMPDIR", tmp).env("port", "0").env("metrics_port", "0");
+        cmd.env("secret_mount_path", tmp.join("secrets"));
         for (k, v) in &self.env {
             cmd.env(k, v);
         }

@@ -49,14 +49,20 @@ pub fn duration_value(d: Duration) -> HeaderValue {
 
 /// A response the watchdog generates itself: one plain-text line and `X-OpenFaaS-Internal`.
 pub fn error_response(status: StatusCode, reason: &str, duration: Option<Duration>) -> Response<RespBody> {
+    let mut resp = internal_error(status, reason, "of-watchdog");
+    if let Some(d) = duration {
+        resp.headers_mut().insert(X_DURATION, duration_value(d));
+    }
+    resp
+}
+
+/// One plain-text reason line marked with `X-OpenFaaS-Internal: <who>` (watchdog or gateway).
+pub fn internal_error(status: StatusCode, reason: &str, who: &'static str) -> Response<RespBody> {
     let mut resp = Response::new(full(format!("{reason}\n")));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
     h.insert(http::header::CONTENT_TYPE, TEXT_PLAIN);
-    h.insert("x-openfaas-internal", HeaderValue::from_static("of-watchdog"));
-    if let Some(d) = duration {
-        h.insert(X_DURATION, duration_value(d));
-    }
+    h.insert("x-openfaas-internal", HeaderValue::from_static(who));
     resp
 }
 

@@ -1,0 +1,206 @@
+//! The gateway's listeners: route table (404, then 405 with `Allow`, then auth, then the
+//! handler: spec §3), `/healthz`, `/system/info`, and the metrics listener.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use watchdog::body::{full, internal_error, RespBody, TEXT_PLAIN};
+use watchdog::format::json_str;
+
+use crate::auth::Credentials;
+use crate::config::Config;
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+pub struct App {
+    pub cfg: Config,
+    /// `None` when `basic_auth` is off.
+    pub credentials: Option<Credentials>,
+    pub shutting_down: AtomicBool,
+}
+
+fn error(status: StatusCode, reason: &str) -> Response<RespBody> {
+    internal_error(status, reason, "gateway")
+}
+
+/// What a path is, and which methods it takes.
+enum Route {
+    Healthz,
+    Info,
+    Telemetry,
+    /// A `/system` route of a later slice.
+    System,
+    /// `/function/…` and `/async-function/…`: no auth, not served yet.
+    Invoke,
+    NoUi,
+}
+
+fn route(path: &str) -> Option<(Route, &'static [Method])> {
+    use Method as M;
+    const GET: &[Method] = &[M::GET];
+    const CRUD: &[Method] = &[M::GET, M::POST, M::PUT, M::DELETE];
+    let invoke = |prefix: &str| {
+        path.strip_prefix(prefix).map(|rest| rest.split('/').next().unwrap_or("")).is_some_and(|name| {
+            !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        })
+    };
+    Some(match path {
+        "/healthz" => (Route::Healthz, GET),
+        "/system/info" => (Route::Info, GET),
+        "/system/telemetry" => (Route::Telemetry, GET),
+        "/system/functions" => (Route::System, CRUD),
+        "/system/alert" => (Route::System, &[M::POST]),
+        "/system/secrets" => (Route::System, CRUD),
+        "/system/logs" | "/system/namespaces" => (Route::System, GET),
+        "/system/namespace/" => (Route::System, &[M::POST]),
+        "/" => (Route::NoUi, &[]),
+        p if p.starts_with("/ui/") => (Route::NoUi, &[]),
+        p if p.starts_with("/system/function/") && p.len() > 17 && !p[17..].contains('/') => (Route::System, GET),
+        p if p.starts_with("/system/scale-function/") && p.len() > 23 && !p[23..].contains('/') => {
+            (Route::System, &[M::POST])
+        }
+        p if p.starts_with("/system/namespace/") && !p[18..].contains('/') => (Route::System, CRUD),
+        p if p == "/system/async/dead-letters" || p.starts_with("/system/async/dead-letters/") => {
+            (Route::System, &[M::GET, M::POST, M::DELETE])
+        }
+        _ if invoke("/function/") => (Route::Invoke, &[M::GET, M::POST, M::PUT, M::PATCH, M::DELETE, M::OPTIONS, M::HEAD]),
+        _ if invoke("/async-function/") => (Route::Invoke, &[M::POST]),
+        _ => return None,
+    })
+}
+
+async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<RespBody> {
+    let Some((route, methods)) = route(req.uri().path()) else {
+        return error(StatusCode::NOT_FOUND, "not found");
+    };
+    if let Route::NoUi = route {
+        return error(StatusCode::NOT_FOUND, "no UI is included");
+    }
+    if !methods.contains(req.method()) {
+        let mut resp = error(StatusCode::METHOD_NOT_ALLOWED, &format!("method {} not allowed", req.method()));
+        let allow = methods.iter().map(Method::as_str).collect::<Vec<_>>().join(", ");
+        if let Ok(v) = HeaderValue::from_str(&allow) {
+            resp.headers_mut().insert(http::header::ALLOW, v);
+        }
+        return resp;
+    }
+    let needs_auth = matches!(route, Route::Info | Route::Telemetry | Route::System);
+    if needs_auth {
+        if let Some(creds) = &app.credentials {
+            if !creds.check(req.headers().get(http::header::AUTHORIZATION)) {
+                let mut resp = error(StatusCode::UNAUTHORIZED, "invalid credentials");
+                resp.headers_mut().insert(http::header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"Restricted\""));
+                return resp;
+            }
+        }
+    }
+    match route {
+        Route::Healthz => healthz(&app),
+        Route::Info => json(info()),
+        Route::Telemetry => error(StatusCode::NOT_IMPLEMENTED, "not implemented"),
+        Route::System | Route::Invoke => error(StatusCode::NOT_IMPLEMENTED, "not implemented yet in this gateway"),
+        Route::NoUi => unreachable!("answered above"),
+    }
+}
+
+fn healthz(app: &App) -> Response<RespBody> {
+    if app.shutting_down.load(Ordering::Acquire) {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+    }
+    let mut resp = Response::new(full("OK"));
+    resp.headers_mut().insert(http::header::CONTENT_TYPE, TEXT_PLAIN);
+    resp
+}
+
+/// `uname -m` of the build target.
+fn arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "arm" => "armv7l",
+        other => other,
+    }
+}
+
+/// GatewayInfo for the embedded local runtime (spec §8.4).
+fn info() -> String {
+    let version = format!("{{\"commit_message\":\"\",\"sha\":\"{}\",\"release\":\"{VERSION}\"}}", env!("GATEWAY_SHA"));
+    let mut out = format!("{{\"provider\":{{\"provider\":\"local\",\"orchestration\":\"process\",\"version\":{version}}},\"version\":{version},\"arch\":");
+    json_str(&mut out, arch());
+    out.push('}');
+    out
+}
+
+fn json(body: String) -> Response<RespBody> {
+    let mut resp = Response::new(full(body));
+    resp.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+/// Accepts connections for `handler` until `stop` resolves.
+async fn serve<F, Fut>(listener: TcpListener, app: Arc<App>, handler: F, stop: impl Future<Output = ()>)
+where
+    F: Fn(Arc<App>, Request<Incoming>) -> Fut + Copy + Send + 'static,
+    Fut: Future<Output = Response<RespBody>> + Send + 'static,
+{
+    tokio::pin!(stop);
+    loop {
+        let stream = tokio::select! {
+            _ = &mut stop => return,
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(_) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let app = app.clone();
+        tokio::spawn(async move {
+            let read_timeout = app.cfg.read_timeout;
+            let svc = hyper::service::service_fn(move |req| {
+                let app = app.clone();
+                async move { Ok::<_, Infallible>(handler(app, req).await) }
+            });
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder.timer(TokioTimer::new()).max_buf_size(96 * 1024);
+            if !read_timeout.is_zero() {
+                builder.header_read_timeout(read_timeout);
+            }
+            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+        });
+    }
+}
+
+async fn metrics_handle(_app: Arc<App>, req: Request<Incoming>) -> Response<RespBody> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/healthz") => {
+            let mut resp = Response::new(full("OK"));
+            resp.headers_mut().insert(http::header::CONTENT_TYPE, TEXT_PLAIN);
+            resp
+        }
+        (&Method::GET, "/metrics") => Response::new(full("# EOF\n")),
+        _ => error(StatusCode::NOT_FOUND, "not found"),
+    }
+}
+
+/// Serves the main and metrics listeners until `shutdown` resolves; then `/healthz` turns 503
+/// and the listeners close.
+pub async fn run(listener: TcpListener, metrics: Option<TcpListener>, app: Arc<App>, shutdown: impl Future<Output = ()>) {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    if let Some(m) = metrics {
+        tokio::spawn(serve(m, app.clone(), metrics_handle, stopped(stop_rx.clone())));
+    }
+    let main = tokio::spawn(serve(listener, app.clone(), handle, stopped(stop_rx)));
+    shutdown.await;
+    app.shutting_down.store(true, Ordering::Release);
+    let _ = stop_tx.send(true);
+    let _ = main.await;
+}
