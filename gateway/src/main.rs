@@ -23,7 +23,7 @@ fn main() -> ExitCode {
                 env.insert(k.to_string(), v.to_string());
             }
             None if a == "version" => {
-                println!("gateway version: {VERSION}\tSHA: {}", env!("GATEWAY_SHA"));
+                println!("gateway version: {VERSION}\tSHA: {}", watchdog::GIT_SHA);
                 return ExitCode::SUCCESS;
             }
             None if a == "help" || a == "h" => {
@@ -48,7 +48,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    logs::info(&format!("gateway version: {VERSION}\tSHA: {}", env!("GATEWAY_SHA")));
+    logs::info(&format!("gateway version: {VERSION}\tSHA: {}", watchdog::GIT_SHA));
     for w in &warnings {
         logs::warn(w);
     }

@@ -128,7 +128,7 @@ fn arch() -> &'static str {
 
 /// GatewayInfo for the embedded local runtime (spec §8.4).
 fn info() -> String {
-    let version = format!("{{\"commit_message\":\"\",\"sha\":\"{}\",\"release\":\"{VERSION}\"}}", env!("GATEWAY_SHA"));
+    let version = format!("{{\"commit_message\":\"\",\"sha\":\"{}\",\"release\":\"{VERSION}\"}}", watchdog::GIT_SHA);
     let mut out = format!("{{\"provider\":{{\"provider\":\"local\",\"orchestration\":\"process\",\"version\":{version}}},\"version\":{version},\"arch\":");
     json_str(&mut out, arch());
     out.push('}');

@@ -28,9 +28,19 @@ pub fn upstream_path() -> PathBuf {
     bin_dir().join("test-upstream")
 }
 
-/// A port that was free a moment ago.
+/// A port that was free a moment ago, from 12000-19999: below the kernel's ephemeral range, so
+/// a listener on port 0 elsewhere (every watchdog the tests start) cannot take it meanwhile.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as usize;
+    for i in 0..1000 {
+        let mix = seed ^ (std::process::id() as usize).wrapping_mul(2_654_435_761) ^ N.fetch_add(7919, Ordering::Relaxed) ^ i;
+        let port = 12000 + (mix % 8000) as u16;
+        if TcpListener::bind(("0.0.0.0", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 12000-19999");
 }
 
 /// A fresh, empty directory under the system temp dir.

@@ -3,6 +3,9 @@
 //! specifies. Unsafe code lives only in `process`.
 #![deny(unsafe_code)]
 
+/// The git commit this build came from (`GIT_SHA` at build time wins), shared with the gateway.
+pub const GIT_SHA: &str = env!("FWATCHDOG_SHA");
+
 pub mod body;
 pub mod config;
 pub mod format;

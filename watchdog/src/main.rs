@@ -21,7 +21,7 @@ use watchdog::{logs, metrics, modes, process, server};
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
-const SHA: &str = env!("FWATCHDOG_SHA");
+const SHA: &str = watchdog::GIT_SHA;
 
 fn flag_name(var: &str) -> String {
     var.to_ascii_lowercase().replace('_', "-")
