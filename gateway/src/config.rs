@@ -16,12 +16,48 @@ pub struct Config {
     pub read_timeout: Duration,
     pub write_timeout: Duration,
     pub upstream_timeout: Duration,
+    /// External provider base URL without a trailing `/`; `None` = the embedded local runtime.
+    pub functions_provider_url: Option<String>,
+    pub logs_provider_url: Option<String>,
+    pub scale_from_zero: bool,
+    pub scale_from_zero_timeout: Duration,
+    pub default_scale_max: u32,
+    pub default_scale_zero_duration: Duration,
+    pub scale_zero_check_interval: Duration,
+    pub write_request_uri: bool,
+    pub state_dir: PathBuf,
+    /// `None`: `fwatchdog` beside the gateway binary, else from `PATH`.
+    pub watchdog_path: Option<PathBuf>,
+    pub local_port_range: (u16, u16),
 }
+
+/// Variables faasd and the Helm chart still set; accepted and ignored (logged once).
+pub const IGNORED: &[&str] = &[
+    "faas_prometheus_host",
+    "faas_prometheus_port",
+    "faas_nats_cluster_name",
+    "auth_proxy_url",
+    "auth_proxy_pass_body",
+    "direct_functions",
+    "direct_functions_suffix",
+    "probe_functions",
+];
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
     #[error("invalid {0} \"{1}\": must be an integer in 0..65535")]
     BadPort(&'static str, String),
+    #[error("invalid local_port_range \"{0}\": must be LOW-HIGH with 1024 <= LOW <= HIGH <= 65535")]
+    BadPortRange(String),
+    #[error("invalid {0} \"{1}\": must be a URL starting with http:// or https://")]
+    BadUrl(&'static str, String),
+}
+
+fn flag_on(v: Option<&str>, default: bool) -> bool {
+    match v {
+        None => default,
+        Some(v) => !matches!(v.trim(), "false" | "0" | "FALSE" | "False"),
+    }
 }
 
 impl Config {
@@ -44,16 +80,56 @@ impl Config {
         let read_timeout = duration("read_timeout", d60);
         let write_timeout = duration("write_timeout", d60);
         let upstream_timeout = duration("upstream_timeout", d60);
+        let url = |k: &'static str| -> Result<Option<String>, ConfigError> {
+            match get(k) {
+                None => Ok(None),
+                Some(v) if v.starts_with("http://") || v.starts_with("https://") => Ok(Some(v.trim_end_matches('/').to_string())),
+                Some(v) => Err(ConfigError::BadUrl(k, v)),
+            }
+        };
+        let functions_provider_url = url("functions_provider_url")?;
+        let logs_provider_url = url("logs_provider_url")?.or_else(|| functions_provider_url.clone());
+        let scale_from_zero_timeout = duration("scale_from_zero_timeout", upstream_timeout);
+        let default_scale_zero_duration = duration("default_scale_zero_duration", Duration::from_secs(15 * 60));
+        let scale_zero_check_interval = duration("scale_zero_check_interval", Duration::from_secs(30));
+        let default_scale_max = match get("default_scale_max") {
+            None => 20,
+            Some(v) => v.trim().parse::<u32>().ok().filter(|n| *n >= 1).unwrap_or_else(|| {
+                warnings.push(format!("Invalid value for default_scale_max: {v:?}, using default 20"));
+                20
+            }),
+        };
+        let local_port_range = match get("local_port_range") {
+            None => (20000, 29999),
+            Some(v) => {
+                let parsed = v.split_once('-').and_then(|(a, b)| Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?)));
+                match parsed {
+                    Some((lo, hi)) if lo >= 1024 && lo <= hi => (lo, hi),
+                    _ => return Err(ConfigError::BadPortRange(v)),
+                }
+            }
+        };
         let config = Config {
             port: port("port", 8080)?,
             metrics_port: port("metrics_port", 8082)?,
             // Ours: on unless explicitly off (spec §2).
-            basic_auth: !matches!(get("basic_auth").as_deref(), Some("false" | "0")),
+            basic_auth: flag_on(get("basic_auth").as_deref(), true),
             secret_mount_path: PathBuf::from(get("secret_mount_path").unwrap_or_else(|| "/run/secrets/".into())),
             function_namespace: get("function_namespace").unwrap_or_else(|| "openfaas-fn".into()),
             read_timeout,
             write_timeout,
             upstream_timeout,
+            functions_provider_url,
+            logs_provider_url,
+            scale_from_zero: flag_on(get("scale_from_zero").as_deref(), true),
+            scale_from_zero_timeout,
+            default_scale_max,
+            default_scale_zero_duration,
+            scale_zero_check_interval,
+            write_request_uri: get("write_request_uri").is_some(),
+            state_dir: PathBuf::from(get("state_dir").unwrap_or_else(|| "./gateway-state".into())),
+            watchdog_path: get("watchdog_path").map(PathBuf::from),
+            local_port_range,
         };
         Ok((config, warnings))
     }

@@ -5,3 +5,10 @@
 pub mod auth;
 pub mod config;
 pub mod server;
+pub mod stack;
+pub mod error;
+pub mod local;
+pub mod model;
+pub mod api;
+pub mod invoke;
+pub mod metrics;

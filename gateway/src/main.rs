@@ -4,11 +4,11 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use gateway::auth::Credentials;
-use gateway::config::Config;
+use gateway::config::{Config, IGNORED};
+use gateway::local::Runtime;
 use gateway::server::{self, App, VERSION};
 use tokio::signal::unix::{signal, SignalKind};
 use watchdog::logs;
@@ -51,6 +51,11 @@ fn main() -> ExitCode {
     logs::info(&format!("gateway version: {VERSION}\tSHA: {}", watchdog::GIT_SHA));
     for w in &warnings {
         logs::warn(w);
+    }
+    for k in IGNORED {
+        if env.contains_key(*k) {
+            logs::info(&format!("{k} is set and ignored by this gateway"));
+        }
     }
     let credentials = if cfg.basic_auth {
         match Credentials::load_or_generate(&cfg.secret_mount_path) {
@@ -98,7 +103,26 @@ fn main() -> ExitCode {
         if let Some(m) = &metrics {
             logs::info(&format!("Metrics listening on port: {}", m.local_addr().map(|a| a.port()).unwrap_or(0)));
         }
-        let app = Arc::new(App { cfg, credentials, shutting_down: AtomicBool::new(false) });
+        let runtime = if cfg.functions_provider_url.is_none() {
+            // Replicas' orphans are reparented to the gateway and collected here.
+            if let Err(e) = watchdog::process::start_reaper() {
+                logs::error(&format!("cannot become the replicas' subreaper: {e}"));
+                return ExitCode::from(1);
+            }
+            match Runtime::start(&cfg).await {
+                Ok(rt) => {
+                    logs::info(&format!("Local runtime: state in {}", rt.state_dir.display()));
+                    Some(rt)
+                }
+                Err(e) => {
+                    logs::error(&e);
+                    return ExitCode::from(1);
+                }
+            }
+        } else {
+            None
+        };
+        let app = Arc::new(App::new(cfg, credentials, runtime));
         let shutdown = async {
             let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
                 return std::future::pending().await;

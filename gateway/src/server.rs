@@ -1,20 +1,25 @@
 //! The gateway's listeners: route table (404, then 405 with `Allow`, then auth, then the
-//! handler: spec §3), `/healthz`, `/system/info`, and the metrics listener.
+//! handler: spec §3), `/healthz`, `/system/info`, the metrics listener, and the drain at
+//! shutdown (§14).
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use watchdog::body::{full, internal_error, RespBody, TEXT_PLAIN};
+use watchdog::body::{full, RespBody, TEXT_PLAIN};
 use watchdog::format::json_str;
 
 use crate::auth::Credentials;
 use crate::config::Config;
+use crate::error::error;
+use crate::local::Runtime;
+use crate::metrics::Metrics;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -23,10 +28,31 @@ pub struct App {
     /// `None` when `basic_auth` is off.
     pub credentials: Option<Credentials>,
     pub shutting_down: AtomicBool,
+    pub metrics: Metrics,
+    /// The embedded local runtime (`None` with an external provider).
+    pub runtime: Option<Arc<Runtime>>,
+    /// Requests whose response is not completely written yet (drained at shutdown).
+    in_flight: AtomicUsize,
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
-fn error(status: StatusCode, reason: &str) -> Response<RespBody> {
-    internal_error(status, reason, "gateway")
+impl App {
+    pub fn new(cfg: Config, credentials: Option<Credentials>, runtime: Option<Arc<Runtime>>) -> App {
+        App {
+            cfg,
+            credentials,
+            shutting_down: AtomicBool::new(false),
+            metrics: Metrics::new(),
+            runtime,
+            in_flight: AtomicUsize::new(0),
+            stop: tokio::sync::watch::channel(false).0,
+        }
+    }
+
+    /// Turns true when the gateway starts shutting down (ends log streams).
+    pub fn shutdown_signal(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.stop.subscribe()
+    }
 }
 
 /// What a path is, and which methods it takes.
@@ -36,8 +62,10 @@ enum Route {
     Telemetry,
     /// A `/system` route of a later slice.
     System,
-    /// `/function/…` and `/async-function/…`: no auth, not served yet.
+    /// `/function/…`: no auth.
     Invoke,
+    /// `/async-function/…`: no auth, not served yet.
+    AsyncInvoke,
     NoUi,
 }
 
@@ -70,12 +98,12 @@ fn route(path: &str) -> Option<(Route, &'static [Method])> {
             (Route::System, &[M::GET, M::POST, M::DELETE])
         }
         _ if invoke("/function/") => (Route::Invoke, &[M::GET, M::POST, M::PUT, M::PATCH, M::DELETE, M::OPTIONS, M::HEAD]),
-        _ if invoke("/async-function/") => (Route::Invoke, &[M::POST]),
+        _ if invoke("/async-function/") => (Route::AsyncInvoke, &[M::POST]),
         _ => return None,
     })
 }
 
-async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<RespBody> {
+async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Response<RespBody> {
     let Some((route, methods)) = route(req.uri().path()) else {
         return error(StatusCode::NOT_FOUND, "not found");
     };
@@ -104,7 +132,20 @@ async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<RespBody> {
         Route::Healthz => healthz(&app),
         Route::Info => json(info()),
         Route::Telemetry => error(StatusCode::NOT_IMPLEMENTED, "not implemented"),
-        Route::System | Route::Invoke => error(StatusCode::NOT_IMPLEMENTED, "not implemented yet in this gateway"),
+        Route::System => match &app.runtime {
+            Some(rt) => match crate::api::system(&app, rt, req).await {
+                Ok(resp) => resp,
+                Err(e) => e.response(),
+            },
+            None => error(StatusCode::NOT_IMPLEMENTED, "not implemented yet in this gateway"),
+        },
+        Route::Invoke => {
+            let path = req.uri().path().to_string();
+            let after = &path["/function/".len()..];
+            let (name, rest) = after.split_at(after.find('/').unwrap_or(after.len()));
+            crate::invoke::invoke(&app, req, peer, name, rest).await
+        }
+        Route::AsyncInvoke => error(StatusCode::NOT_IMPLEMENTED, "not implemented yet in this gateway"),
         Route::NoUi => unreachable!("answered above"),
     }
 }
@@ -144,7 +185,7 @@ fn json(body: String) -> Response<RespBody> {
 /// Accepts connections for `handler` until `stop` resolves.
 async fn serve<F, Fut>(listener: TcpListener, app: Arc<App>, handler: F, stop: impl Future<Output = ()>)
 where
-    F: Fn(Arc<App>, Request<Incoming>) -> Fut + Copy + Send + 'static,
+    F: Fn(Arc<App>, Request<Incoming>, SocketAddr) -> Fut + Copy + Send + 'static,
     Fut: Future<Output = Response<RespBody>> + Send + 'static,
 {
     tokio::pin!(stop);
@@ -152,19 +193,29 @@ where
         let stream = tokio::select! {
             _ = &mut stop => return,
             r = listener.accept() => match r {
-                Ok((s, _)) => s,
+                Ok(s) => s,
                 Err(_) => {
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     continue;
                 }
             },
         };
+        let (stream, peer) = stream;
+        let _ = stream.set_nodelay(true);
         let app = app.clone();
         tokio::spawn(async move {
             let read_timeout = app.cfg.read_timeout;
             let svc = hyper::service::service_fn(move |req| {
                 let app = app.clone();
-                async move { Ok::<_, Infallible>(handler(app, req).await) }
+                async move {
+                    app.in_flight.fetch_add(1, Ordering::AcqRel);
+                    let resp = handler(app.clone(), req, peer).await;
+                    let (parts, body) = resp.into_parts();
+                    let body = watchdog::body::OnDone::new(body, move |_| {
+                        app.in_flight.fetch_sub(1, Ordering::AcqRel);
+                    });
+                    Ok::<_, Infallible>(Response::from_parts(parts, watchdog::body::boxed(body)))
+                }
             });
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder.timer(TokioTimer::new()).max_buf_size(96 * 1024);
@@ -176,20 +227,31 @@ where
     }
 }
 
-async fn metrics_handle(_app: Arc<App>, req: Request<Incoming>) -> Response<RespBody> {
+async fn metrics_handle(app: Arc<App>, req: Request<Incoming>, _peer: SocketAddr) -> Response<RespBody> {
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => {
             let mut resp = Response::new(full("OK"));
             resp.headers_mut().insert(http::header::CONTENT_TYPE, TEXT_PLAIN);
             resp
         }
-        (&Method::GET, "/metrics") => Response::new(full("# EOF\n")),
+        (&Method::GET, "/metrics") => {
+            if let Some(rt) = &app.runtime {
+                for f in rt.functions() {
+                    app.metrics.set_replicas(&f.key, u64::from(f.desired()));
+                }
+            }
+            let mut resp = Response::new(full(app.metrics.encode()));
+            resp.headers_mut()
+                .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"));
+            resp
+        }
         _ => error(StatusCode::NOT_FOUND, "not found"),
     }
 }
 
-/// Serves the main and metrics listeners until `shutdown` resolves; then `/healthz` turns 503
-/// and the listeners close.
+/// Serves the main and metrics listeners until `shutdown` resolves; then `/healthz` turns 503,
+/// the listeners close, in-flight requests drain (at most `write_timeout`), log streams end and
+/// the local replicas stop.
 pub async fn run(listener: TcpListener, metrics: Option<TcpListener>, app: Arc<App>, shutdown: impl Future<Output = ()>) {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -198,9 +260,29 @@ pub async fn run(listener: TcpListener, metrics: Option<TcpListener>, app: Arc<A
     if let Some(m) = metrics {
         tokio::spawn(serve(m, app.clone(), metrics_handle, stopped(stop_rx.clone())));
     }
+    if let Some(rt) = app.runtime.clone() {
+        let every = app.cfg.scale_zero_check_interval.max(std::time::Duration::from_millis(100));
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => rt.scale_idle_to_zero(),
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+            }
+        });
+    }
     let main = tokio::spawn(serve(listener, app.clone(), handle, stopped(stop_rx)));
     shutdown.await;
     app.shutting_down.store(true, Ordering::Release);
     let _ = stop_tx.send(true);
     let _ = main.await;
+    app.stop.send_replace(true);
+    let limit = tokio::time::Instant::now() + app.cfg.write_timeout;
+    while app.in_flight.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < limit {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    if let Some(rt) = &app.runtime {
+        rt.shutdown().await;
+    }
 }

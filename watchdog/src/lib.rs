@@ -16,3 +16,4 @@ pub mod modes;
 pub mod process;
 pub mod server;
 pub mod shellwords;
+pub mod upstream;

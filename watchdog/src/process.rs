@@ -154,7 +154,8 @@ fn kill_group(pgid: i32, sig: i32) {
     }
 }
 
-fn kill_pid(pid: i32, sig: i32) {
+/// Sends `sig` to one process; a process that is already gone is ignored.
+pub fn kill_pid(pid: i32, sig: i32) {
     if pid > 1 {
         // SAFETY: kill takes plain integers.
         unsafe {
@@ -182,6 +183,11 @@ pub struct Cmd {
     pub stdin: Io,
     pub stdout: Io,
     pub stderr: Io,
+    /// Working folder of the child; `None` keeps the watchdog's.
+    pub cwd: Option<std::path::PathBuf>,
+    /// Start from an empty environment instead of the watchdog's (the gateway builds each
+    /// replica's environment itself).
+    pub clear_env: bool,
 }
 
 /// The watchdog's own environment as `KEY=value` strings, read once (it never changes).
@@ -272,6 +278,8 @@ struct ChildArgs {
     fds: [libc::c_int; 3],
     parent: libc::pid_t,
     reset_signals: &'static [libc::c_int],
+    /// Folder to change to, or null.
+    cwd: *const libc::c_char,
     /// errno of the step that failed in the child, 0 when exec succeeded.
     err: libc::c_int,
 }
@@ -310,6 +318,9 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         if libc::getppid() != a.parent {
             libc::_exit(127);
         }
+        if !a.cwd.is_null() && libc::chdir(a.cwd) != 0 {
+            fail(a);
+        }
         for (target, &fd) in a.fds.iter().enumerate() {
             let target = target as libc::c_int;
             if fd == target {
@@ -337,7 +348,7 @@ pub fn spawn(cmd: Cmd) -> io::Result<Spawned> {
         argv_c.push(cstring(a.as_bytes())?);
     }
     let mut env_c: Vec<CString> = Vec::with_capacity(BASE_ENV.len() + cmd.env.len());
-    for (k, kv) in BASE_ENV.iter() {
+    for (k, kv) in BASE_ENV.iter().filter(|_| !cmd.clear_env) {
         if !cmd.env.iter().any(|(ek, _)| ek == k) {
             env_c.push(kv.clone());
         }
@@ -348,6 +359,7 @@ pub fn spawn(cmd: Cmd) -> io::Result<Spawned> {
         kv.extend_from_slice(v.as_bytes());
         env_c.push(cstring(kv)?);
     }
+    let cwd = cmd.cwd.map(|d| cstring(d.into_os_string().into_vec())).transpose()?;
     let argv: Vec<*const libc::c_char> = argv_c.iter().map(|c| c.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
     let envp: Vec<*const libc::c_char> = env_c.iter().map(|c| c.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
 
@@ -374,6 +386,7 @@ pub fn spawn(cmd: Cmd) -> io::Result<Spawned> {
         fds: [child_fds[0].as_raw_fd(), child_fds[1].as_raw_fd(), child_fds[2].as_raw_fd()],
         parent: std::process::id() as libc::pid_t,
         reset_signals: &CAUGHT_SIGNALS,
+        cwd: cwd.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()),
         err: 0,
     };
     // The child's stack: never read before the child writes it, so it need not be zeroed.

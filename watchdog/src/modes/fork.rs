@@ -114,6 +114,8 @@ impl Fork {
             stdin: Io::Pipe,
             stdout: Io::Pipe,
             stderr: Io::Pipe,
+            cwd: None,
+            clear_env: false,
         };
         let mut combined = None;
         if stderr_to == StderrTo::Stdout {

@@ -4,16 +4,14 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
 use http_body::Body as _;
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
@@ -24,11 +22,12 @@ use crate::format::{go_duration, parse_duration};
 use crate::logs::{self, Stream};
 use crate::process;
 use crate::server::{App, ReqBody};
+use crate::upstream::{append_forwarded_for, is_bypass, is_websocket, strip_hop_by_hop, Pool};
 
 type UpBody = Either<ReqBody, Full<Bytes>>;
 
 pub struct Proxy {
-    pool: Arc<Pool>,
+    pool: Arc<Pool<UpBody>>,
     upstream: Upstream,
     /// `<resolved ip>:<port>`, set once the upstream accepts connections.
     authority: OnceLock<http::uri::Authority>,
@@ -41,7 +40,7 @@ impl Proxy {
     pub fn new(cfg: &Config) -> Proxy {
         let connect_timeout = (!cfg.exec_timeout.is_zero()).then_some(cfg.exec_timeout);
         Proxy {
-            pool: Arc::new(Pool { idle: Mutex::new(Vec::new()), connect_timeout }),
+            pool: Pool::new(connect_timeout),
             upstream: cfg.upstream.clone().expect("config checks http mode has an upstream"),
             authority: OnceLock::new(),
             exec_timeout: cfg.exec_timeout,
@@ -237,16 +236,6 @@ fn fail(app: &App, log: &ReqLog, status: StatusCode, reason: &str, start: Instan
     error_response(status, reason, Some(start.elapsed()))
 }
 
-fn upstream_error(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut reason = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        reason = format!("{reason}: {s}");
-        source = s.source();
-    }
-    format!("upstream error: {reason}")
-}
-
 fn status_text(s: StatusCode) -> String {
     let mut out = String::with_capacity(24);
     out.push_str(s.as_str());
@@ -255,148 +244,6 @@ fn status_text(s: StatusCode) -> String {
         out.push_str(r);
     }
     out
-}
-
-fn is_websocket(h: &HeaderMap) -> bool {
-    h.get(header::UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
-}
-
-fn is_bypass(h: &HeaderMap) -> bool {
-    is_websocket(h)
-        || h.get_all(header::ACCEPT).iter().any(|v| {
-            let v = String::from_utf8_lossy(v.as_bytes()).to_ascii_lowercase();
-            v.contains("text/event-stream") || v.contains("application/x-ndjson")
-        })
-}
-
-/// Removes `Connection`, the headers it names, and the fixed hop-by-hop set.
-fn strip_hop_by_hop(h: &mut HeaderMap) {
-    static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-    static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-    let hop = |n: &HeaderName| {
-        n == header::CONNECTION
-            || n == header::TE
-            || n == header::TRAILER
-            || n == header::TRANSFER_ENCODING
-            || n == header::UPGRADE
-            || n == KEEP_ALIVE
-            || n == PROXY_CONNECTION
-    };
-    // Most messages carry none: one pass over the names instead of seven lookups.
-    if !h.keys().any(hop) {
-        return;
-    }
-    if h.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = h
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-            .collect();
-        h.remove(header::CONNECTION);
-        for n in named {
-            h.remove(n);
-        }
-    }
-    for n in [&KEEP_ALIVE, &PROXY_CONNECTION, &header::TE, &header::TRAILER, &header::TRANSFER_ENCODING, &header::UPGRADE] {
-        if h.contains_key(n) {
-            h.remove(n);
-        }
-    }
-}
-
-fn append_forwarded_for(h: &mut HeaderMap, ip: IpAddr) {
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
-        v4 => v4,
-    };
-    let value = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
-        _ => ip.to_string(),
-    };
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        h.insert("x-forwarded-for", v);
-    }
-}
-
-/// Keep-alive connections to the upstream. A connection idle for 500 ms is not reused (the
-/// function may be about to close it) and is closed by the sweeper.
-struct Pool {
-    idle: Mutex<Vec<(SendRequest<UpBody>, Instant)>>,
-    connect_timeout: Option<Duration>,
-}
-
-const POOL_IDLE: Duration = Duration::from_millis(500);
-
-/// A connection in use; `release` returns it to the pool once its response is read.
-struct Lease {
-    pool: Arc<Pool>,
-    sender: Option<SendRequest<UpBody>>,
-}
-
-impl Lease {
-    fn release(mut self) {
-        if let Some(sender) = self.sender.take() {
-            if !sender.is_closed() {
-                self.pool.idle.lock().unwrap_or_else(|e| e.into_inner()).push((sender, Instant::now()));
-            }
-        }
-    }
-}
-
-impl Pool {
-    /// Sends `req` (its URI carries the upstream address) on an idle connection or a new one.
-    async fn request(self: &Arc<Self>, mut req: Request<UpBody>) -> Result<(Response<Incoming>, Lease), String> {
-        let mut sender = match self.checkout() {
-            Some(s) => s,
-            None => self.connect(req.uri()).await?,
-        };
-        // An HTTP/1.0 client may send no Host; HTTP/1.1 to the upstream needs one.
-        if !req.headers().contains_key(header::HOST) {
-            if let Some(a) = req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
-                req.headers_mut().insert(header::HOST, a);
-            }
-        }
-        // On the wire the target is in origin form: path and query only.
-        let origin = req.uri().path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-        *req.uri_mut() = Uri::from(origin);
-        let resp = sender.send_request(req).await.map_err(|e| upstream_error(&e))?;
-        // An upgraded connection belongs to the tunnel from now on.
-        let keep = resp.status() != StatusCode::SWITCHING_PROTOCOLS;
-        Ok((resp, Lease { pool: self.clone(), sender: keep.then_some(sender) }))
-    }
-
-    fn checkout(&self) -> Option<SendRequest<UpBody>> {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        idle.retain(|(s, since)| !s.is_closed() && now.duration_since(*since) < POOL_IDLE);
-        let i = idle.iter().rposition(|(s, _)| s.is_ready())?;
-        Some(idle.swap_remove(i).0)
-    }
-
-    async fn connect(&self, uri: &Uri) -> Result<SendRequest<UpBody>, String> {
-        let authority = uri.authority().ok_or("upstream URL without an address")?.as_str();
-        let connect = tokio::net::TcpStream::connect(authority);
-        let stream = match self.connect_timeout {
-            Some(t) => tokio::time::timeout(t, connect).await.map_err(|_| "upstream error: connect timed out".to_string())?,
-            None => connect.await,
-        }
-        .map_err(|e| format!("upstream error: {e}"))?;
-        let _ = stream.set_nodelay(true);
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| upstream_error(&e))?;
-        tokio::spawn(conn.with_upgrades());
-        Ok(sender)
-    }
-
-    /// Closes connections idle past `POOL_IDLE`, for as long as the watchdog runs.
-    async fn sweep(self: Arc<Self>) {
-        loop {
-            tokio::time::sleep(POOL_IDLE).await;
-            let now = Instant::now();
-            self.idle.lock().unwrap_or_else(|e| e.into_inner()).retain(|(s, since)| !s.is_closed() && now.duration_since(*since) < POOL_IDLE);
-        }
-    }
 }
 
 /// Candidate addresses for the upstream host: `localhost` without the C resolver, IP
@@ -443,6 +290,8 @@ pub async fn start_function(app: Arc<App>) {
         stdin: process::Io::Null,
         stdout: process::Io::Pipe,
         stderr: process::Io::Pipe,
+        cwd: None,
+        clear_env: false,
     };
     let spawned = match process::spawn(cmd) {
         Ok(s) => s,
