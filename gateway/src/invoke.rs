@@ -86,6 +86,13 @@ fn served_by() -> HeaderValue {
     HeaderValue::from_static(concat!("openfaas-ce-gateway/", env!("CARGO_PKG_VERSION")))
 }
 
+/// The watchdog's hop-by-hop set plus the two proxy credentials headers (spec §7).
+pub fn strip_hop_headers(h: &mut HeaderMap) {
+    strip_hop_by_hop(h);
+    h.remove(header::PROXY_AUTHORIZATION);
+    h.remove(header::PROXY_AUTHENTICATE);
+}
+
 /// `/function/<full>[rest]` where `rest` is `""` or starts with `/`.
 pub async fn invoke(app: &Arc<App>, mut req: Request<Incoming>, peer: SocketAddr, full: &str, rest: &str) -> Response<RespBody> {
     let start = Instant::now();
@@ -131,7 +138,7 @@ pub async fn invoke(app: &Arc<App>, mut req: Request<Incoming>, peer: SocketAddr
     let mut headers = parts.headers;
     let upgrade = headers.get(header::UPGRADE).cloned();
     let content_type = headers.get(header::CONTENT_TYPE).cloned();
-    strip_hop_by_hop(&mut headers);
+    strip_hop_headers(&mut headers);
     if !headers.contains_key("x-forwarded-host") {
         if let Some(host) = headers.get(header::HOST).cloned() {
             headers.insert("x-forwarded-host", host);
@@ -176,7 +183,7 @@ pub async fn invoke(app: &Arc<App>, mut req: Request<Incoming>, peer: SocketAddr
         }
     }
     let (mut parts, incoming) = resp.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
+    strip_hop_headers(&mut parts.headers);
     ids.apply_response(&mut parts.headers);
     parts.headers.insert("x-served-by", served_by());
     if !parts.headers.contains_key(header::CONTENT_TYPE) {

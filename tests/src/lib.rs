@@ -110,6 +110,9 @@ impl Setup {
         }
         cmd.env("TMPDIR", tmp).env("port", "0").env("metrics_port", "0");
         cmd.env("secret_mount_path", tmp.join("secrets"));
+        if self.bin.is_some() {
+            cmd.env("state_dir", tmp.join("state")).env("watchdog_path", fwatchdog_path());
+        }
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
@@ -501,4 +504,74 @@ impl Drop for Pid {
     fn drop(&mut self) {
         unsafe_kill(self.0, libc::SIGKILL);
     }
+}
+
+/// Live processes whose environment holds `needle` (e.g. `OF_REPLICA=<instance>/fn.ns-1`, or a
+/// prefix of one).
+pub fn pids_with_env(needle: &str) -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        if let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) {
+            if env.split(|b| *b == 0).any(|kv| kv.starts_with(needle.as_bytes())) && alive(pid) {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
+
+/// The gateway with auth off, for API tests.
+pub fn open_gateway() -> Setup {
+    gateway().env("basic_auth", "false")
+}
+
+impl Watchdog {
+    /// The gateway's state folder (set by `Setup::command`).
+    pub fn state_dir(&self) -> PathBuf {
+        self.tmp.join("state")
+    }
+
+    /// The local runtime's instance id, the first part of every replica marker.
+    pub fn instance_id(&self) -> String {
+        std::fs::read_to_string(self.state_dir().join("instance-id")).unwrap_or_default().trim().to_string()
+    }
+
+    pub fn json(&self, method: &str, path: &str, body: &serde_json::Value) -> Resp {
+        let b = body.to_string();
+        self.request(method, path, &[("Content-Type", "application/json")], b.as_bytes())
+    }
+
+    /// Waits until `/system/function/<name>` reports at least `n` available replicas.
+    pub fn wait_available(&self, name: &str, n: u64, limit: Duration) -> serde_json::Value {
+        let mut last = serde_json::Value::Null;
+        let ok = eventually(limit, || {
+            let r = self.get(&format!("/system/function/{name}"));
+            if r.status != 200 {
+                return false;
+            }
+            last = serde_json::from_slice(&r.body).unwrap_or_default();
+            last["availableReplicas"].as_u64().unwrap_or(0) >= n
+        });
+        assert!(ok, "{name}: fewer than {n} available replicas within {limit:?}: {last}\n{}", self.log());
+        last
+    }
+}
+
+impl Resp {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+}
+
+/// A deployment running `test-upstream` in http mode.
+pub fn upstream_function(name: &str) -> serde_json::Value {
+    serde_json::json!({
+        "service": name,
+        "image": "test-upstream:latest",
+        "envProcess": upstream_path().display().to_string(),
+        "envVars": {"mode": "http", "upstream_url": "http://127.0.0.1:1"},
+        "labels": {},
+        "annotations": {}
+    })
 }

@@ -167,7 +167,7 @@ pub mod time {
             assert_eq!(parse_rfc3339(&s), Some(t));
             assert_eq!(parse_rfc3339("2023-11-14T23:13:20+01:00"), Some(1_700_000_000_000_000_000));
             assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-            assert_eq!(parse_rfc3339("2000-02-29T00:00:00Z").map(|n| rfc3339(n)), Some("2000-02-29T00:00:00Z".into()));
+            assert_eq!(parse_rfc3339("2000-02-29T00:00:00Z").map(rfc3339), Some("2000-02-29T00:00:00Z".into()));
             assert!(parse_rfc3339("yesterday").is_none());
         }
     }

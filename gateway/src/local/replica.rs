@@ -355,8 +355,11 @@ pub struct Ports {
 }
 
 impl Ports {
+    /// Starts at a random place in the range, so gateways sharing a host rarely race for a port.
     pub fn new(range: (u16, u16)) -> Ports {
-        Ports { range, state: Mutex::new((Default::default(), range.0)) }
+        let span = u32::from(range.1 - range.0) + 1;
+        let r = uuid::Uuid::new_v4().as_u128() as u32 % span;
+        Ports { range, state: Mutex::new((Default::default(), range.0 + r as u16)) }
     }
 
     pub fn alloc(&self) -> Option<u16> {

@@ -115,7 +115,7 @@ fn arg(args: &[String], name: &str) -> Option<String> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let port: u16 = arg(&args, "--port").or_else(|| std::env::var("PORT").ok()).and_then(|p| p.parse().ok()).unwrap_or(8000);
+    let port: u16 = arg(&args, "--port").or_else(|| std::env::var("http_port").ok()).or_else(|| std::env::var("PORT").ok()).and_then(|p| p.parse().ok()).unwrap_or(8000);
     if let Some(ms) = arg(&args, "--delay-listen-ms").and_then(|v| v.parse().ok()) {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
