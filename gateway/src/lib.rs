@@ -12,3 +12,4 @@ pub mod model;
 pub mod api;
 pub mod invoke;
 pub mod metrics;
+pub mod up;

@@ -13,32 +13,68 @@ use gateway::server::{self, App, VERSION};
 use tokio::signal::unix::{signal, SignalKind};
 use watchdog::logs;
 
+const HELP: &str = "\
+gateway [up [-f stack.yml] [--filter NAME] | queue-worker] [--NAME VALUE]...
+
+Commands:
+  (none)        serve the OpenFaaS API and /function routes (local runtime unless
+                functions_provider_url is set)
+  up            read a faas-cli stack file (default stack.yml, then stack.yaml), assemble and
+                deploy each function to the local runtime, then serve
+  queue-worker  run async workers alone (needs faas_nats_address)
+
+Every environment variable of the gateway (port, metrics_port, basic_auth, state_dir,
+functions_provider_url, upstream_timeout, ...) is also a flag: --upstream-timeout 30s.
+A flag beats the variable.";
+
+enum Command {
+    Serve,
+    Up { file: Option<std::path::PathBuf>, filter: Option<String> },
+    QueueWorker,
+}
+
 fn main() -> ExitCode {
     let mut env: HashMap<String, String> = std::env::vars().collect();
+    let mut command = Command::Serve;
     let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        let a = a.trim_start_matches('-').replace('-', "_");
-        match a.split_once('=') {
-            Some((k, v)) => {
-                env.insert(k.to_string(), v.to_string());
+    while let Some(raw) = args.next() {
+        if !raw.starts_with('-') {
+            match (raw.as_str(), &command) {
+                ("up", Command::Serve) => command = Command::Up { file: None, filter: None },
+                ("queue-worker", Command::Serve) => command = Command::QueueWorker,
+                _ => {
+                    eprintln!("gateway: unknown command or argument {raw:?} (see --help)");
+                    return ExitCode::from(2);
+                }
             }
-            None if a == "version" => {
+            continue;
+        }
+        let body = raw.trim_start_matches('-');
+        let (key, inline) = match body.split_once('=') {
+            Some((k, v)) => (k.replace('-', "_"), Some(v.to_string())),
+            None => (body.replace('-', "_"), None),
+        };
+        match key.as_str() {
+            "version" => {
                 println!("gateway version: {VERSION}\tSHA: {}", watchdog::GIT_SHA);
                 return ExitCode::SUCCESS;
             }
-            None if a == "help" || a == "h" => {
-                println!("gateway [--port N] [--metrics-port N] [--basic-auth true|false] [--secret-mount-path DIR]\nEvery flag also reads the environment variable of the same name with _ (e.g. metrics_port).");
+            "help" | "h" => {
+                println!("{HELP}");
                 return ExitCode::SUCCESS;
             }
-            None => match args.next() {
-                Some(v) => {
-                    env.insert(a, v);
-                }
-                None => {
-                    eprintln!("gateway: flag --{a} needs a value");
-                    return ExitCode::from(2);
-                }
-            },
+            _ => {}
+        }
+        let Some(value) = inline.or_else(|| args.next()) else {
+            eprintln!("gateway: flag --{key} needs a value");
+            return ExitCode::from(2);
+        };
+        match (&mut command, key.as_str()) {
+            (Command::Up { file, .. }, "f" | "file" | "yaml") => *file = Some(value.into()),
+            (Command::Up { filter, .. }, "filter") => *filter = Some(value),
+            _ => {
+                env.insert(key, value);
+            }
         }
     }
     let (cfg, warnings) = match Config::from_env(&env) {
@@ -47,6 +83,31 @@ fn main() -> ExitCode {
             eprintln!("Error loading config: {e}");
             return ExitCode::from(1);
         }
+    };
+    if let Command::QueueWorker = command {
+        if !env.contains_key("faas_nats_address") {
+            eprintln!("queue-worker needs faas_nats_address: the embedded queue belongs to one gateway");
+            return ExitCode::from(1);
+        }
+        eprintln!("queue-worker: NATS JetStream workers are not built yet");
+        return ExitCode::from(1);
+    }
+    // `gateway up`: everything is read and assembled before anything starts.
+    let planned = match &command {
+        Command::Up { file, filter } => {
+            if cfg.functions_provider_url.is_some() {
+                eprintln!("gateway up runs functions on the local runtime: unset functions_provider_url");
+                return ExitCode::from(1);
+            }
+            match gateway::up::plan(file.as_deref(), filter.as_deref(), &cfg.state_dir) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    eprintln!("gateway up: {e}");
+                    return ExitCode::from(1);
+                }
+            }
+        }
+        _ => None,
     };
     logs::info(&format!("gateway version: {VERSION}\tSHA: {}", watchdog::GIT_SHA));
     for w in &warnings {
@@ -112,6 +173,13 @@ fn main() -> ExitCode {
             match Runtime::start(&cfg).await {
                 Ok(rt) => {
                     logs::info(&format!("Local runtime: state in {}", rt.state_dir.display()));
+                    if let Some(planned) = planned {
+                        if let Err(e) = gateway::up::apply(&rt, planned) {
+                            eprintln!("gateway up: {e}");
+                            rt.shutdown().await;
+                            return ExitCode::from(1);
+                        }
+                    }
                     Some(rt)
                 }
                 Err(e) => {

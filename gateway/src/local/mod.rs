@@ -622,6 +622,15 @@ impl Runtime {
 
     // ---- gateway up ----
 
+    pub fn local_image(&self, image: &str) -> Option<LocalImage> {
+        lock(&self.state).images.get(image).cloned()
+    }
+
+    /// The stored deployment of a function.
+    pub fn deployment(&self, name: &str, ns: &str) -> Option<FunctionDeployment> {
+        self.lookup(name, ns).map(|f| f.inner().deployment.clone())
+    }
+
     /// Registers how to run `image` on this host (from `gateway up`).
     pub fn register_image(&self, image: &str, local: LocalImage) -> Result<(), ApiError> {
         lock(&self.state).images.insert(image.to_string(), local);

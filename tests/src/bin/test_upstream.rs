@@ -1,7 +1,8 @@
 //! A small HTTP server the end-to-end tests and benchmarks run as an http-mode function.
 //!
 //! `test-upstream --port N [--delay-listen-ms N] [--ignore-sigterm] [--sigterm-exit CODE]`
-//! Routes: `/` Hello; `/echo` the body; `/info` method, target and headers as text;
+//! Routes: `/` Hello (also any `/function/...` path, so that a gateway whose provider is this
+//! server's watchdog gets the same answer: the OpenFaaS CE gateway keeps that prefix); `/echo` the body; `/info` method, target and headers as text;
 //! `/status/NNN`; `/slow?ms=N`; `/sse?n=N&ms=M`; `/ready` 204; `/big?bytes=N`; `/pid`;
 //! any `Upgrade: websocket` request is answered 101 and its bytes echoed raw.
 
@@ -49,6 +50,7 @@ async fn handle(mut req: Request<Incoming>) -> Result<Response<Body>, Infallible
     }
     let resp = match path.as_str() {
         "/" => Response::new(full("Hello")),
+        p if p.starts_with("/function/") => Response::new(full("Hello")),
         "/echo" => {
             let body = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
             Response::new(full(body))
