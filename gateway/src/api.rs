@@ -272,25 +272,34 @@ struct Alert {
     labels: std::collections::BTreeMap<String, String>,
 }
 
-/// AlertManager webhook (§10.5): `firing` adds ceil(max × factor / 100), `resolved` returns to min.
-fn alert(rt: &Arc<Runtime>, b: &[u8]) -> Result<Response<RespBody>, ApiError> {
+/// The (function_name, status) pairs of an AlertManager webhook body.
+pub fn parse_alerts(b: &[u8]) -> Result<Vec<(String, String)>, ApiError> {
     let body: AlertBody = serde_json::from_slice(b).map_err(|_| ApiError::BadRequest("Unable to parse alert, bad format.".into()))?;
+    Ok(body.alerts.into_iter().filter_map(|a| Some((a.labels.get("function_name")?.clone(), a.status))).collect())
+}
+
+/// Replicas after one alert (§10.5): `firing` adds ceil(max × factor / 100) up to max,
+/// `resolved` returns to min; `None` when nothing changes.
+pub fn alert_target(status: &str, s: crate::model::Scaling, current: u32) -> Option<u32> {
+    match status {
+        "firing" if s.factor == 0 => None,
+        "firing" => Some((u64::from(current) + (u64::from(s.max) * u64::from(s.factor)).div_ceil(100)).min(u64::from(s.max)) as u32),
+        "resolved" => Some(s.min),
+        _ => None,
+    }
+}
+
+/// AlertManager webhook on the local runtime.
+fn alert(rt: &Arc<Runtime>, b: &[u8]) -> Result<Response<RespBody>, ApiError> {
     let mut errors = Vec::new();
-    for a in &body.alerts {
-        let Some(fname) = a.labels.get("function_name") else { continue };
-        let (name, ns) = split_name(fname, rt.default_namespace());
+    for (fname, status) in parse_alerts(b)? {
+        let (name, ns) = split_name(&fname, rt.default_namespace());
         let Some(f) = rt.lookup(name, ns) else {
             errors.push(format!("function {name}.{ns} not found"));
             continue;
         };
-        let s = f.scaling();
         let current = f.desired();
-        let target = match a.status.as_str() {
-            "firing" if s.factor == 0 => continue,
-            "firing" => (current + (u64::from(s.max) * u64::from(s.factor)).div_ceil(100) as u32).min(s.max),
-            "resolved" => s.min,
-            _ => continue,
-        };
+        let Some(target) = alert_target(&status, f.scaling(), current) else { continue };
         if target != current {
             if let Err(e) = rt.scale(&f, target) {
                 errors.push(format!("{}: {e}", f.key));

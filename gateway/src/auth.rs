@@ -56,6 +56,17 @@ impl Credentials {
         }
     }
 
+    /// `Authorization: Basic …` with these credentials, for calls to an external provider.
+    pub fn header(&self) -> HeaderValue {
+        let mut raw = self.user.clone();
+        raw.push(b':');
+        raw.extend_from_slice(&self.password);
+        let v = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw));
+        let mut h = HeaderValue::from_str(&v).expect("base64 is a valid header value");
+        h.set_sensitive(true);
+        h
+    }
+
     /// Whether `Authorization: Basic …` carries these credentials; user and password are both
     /// compared in constant time.
     pub fn check(&self, header: Option<&HeaderValue>) -> bool {

@@ -97,41 +97,48 @@ pub fn strip_hop_headers(h: &mut HeaderMap) {
 pub async fn invoke(app: &Arc<App>, mut req: Request<Incoming>, peer: SocketAddr, full: &str, rest: &str) -> Response<RespBody> {
     let start = Instant::now();
     let ids = CallHeaders::from_request(req.headers());
-    let Some(rt) = app.runtime.clone() else {
-        return ApiError::NotImplemented("no provider".into()).response();
-    };
-    let (name, ns) = split_name(full, rt.default_namespace());
+    let (name, ns) = split_name(full, &app.cfg.function_namespace);
     if name.is_empty() {
         return ApiError::BadRequest(format!("invalid function name {full:?}: the name is empty")).response();
     }
-    let Some(f) = rt.lookup(name, ns) else {
-        return ApiError::function_not_found(name, ns).response();
-    };
-    app.metrics.started(&f.key);
-    f.begin_call();
-    let guard = CallGuard { f: f.clone(), replica: None };
-    let replica = match rt.acquire(&f).await {
-        Ok(r) => r,
-        Err(e) => return finish_error(app, &f, guard, e, start, &ids),
-    };
-    let mut guard = guard;
-    guard.replica = Some(replica.clone());
-    let Some(target) = replica.target() else {
-        return finish_error(app, &f, guard, ApiError::Upstream("upstream error: replica went away".into()), start, &ids);
+    let key = format!("{name}.{ns}");
+
+    // Where the call goes: a local replica (path after the name) or the provider (whole path).
+    enum Via {
+        Replica(Arc<crate::local::replica::Target>),
+        Provider(Arc<crate::external::External>),
+    }
+    let mut guard = CallGuard { f: None, replica: None };
+    let via = if let Some(rt) = &app.runtime {
+        let Some(f) = rt.lookup(name, ns) else {
+            return ApiError::function_not_found(name, ns).response();
+        };
+        app.metrics.started(&key);
+        f.begin_call();
+        guard.f = Some(f.clone());
+        let replica = match rt.acquire(&f).await {
+            Ok(r) => r,
+            Err(e) => return finish_error(app, &key, guard, e, start, &ids),
+        };
+        guard.replica = Some(replica.clone());
+        match replica.target() {
+            Some(t) => Via::Replica(t),
+            None => return finish_error(app, &key, guard, ApiError::Upstream("upstream error: replica went away".into()), start, &ids),
+        }
+    } else if let Some(ext) = &app.external {
+        // Unknown functions are not counted (no label explosion from random names).
+        if let Err(e) = ext.status(name, ns).await {
+            return e.response();
+        }
+        app.metrics.started(&key);
+        if let Err(e) = ext.wait_ready(name, ns, app.cfg.scale_from_zero, app.cfg.scale_from_zero_timeout).await {
+            return finish_error(app, &key, guard, e, start, &ids);
+        }
+        Via::Provider(ext.clone())
+    } else {
+        return ApiError::NotImplemented("no provider".into()).response();
     };
 
-    let mut path = if rest.is_empty() { "/".to_string() } else { rest.to_string() };
-    if let Some(q) = req.uri().query() {
-        path.push('?');
-        path.push_str(q);
-    }
-    let uri = match Uri::builder().scheme("http").authority(target.authority.clone()).path_and_query(path).build() {
-        Ok(u) => u,
-        Err(e) => return finish_error(app, &f, guard, ApiError::BadRequest(format!("bad request path: {e}")), start, &ids),
-    };
-    if app.cfg.write_request_uri {
-        watchdog::logs::info(&format!("Forwarding request to: {uri}"));
-    }
     let websocket = is_websocket(req.headers());
     let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
     let (parts, incoming) = req.into_parts();
@@ -151,23 +158,49 @@ pub async fn invoke(app: &Arc<App>, mut req: Request<Incoming>, peer: SocketAddr
         headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
         headers.insert(header::UPGRADE, u);
     }
-    let mut up = Request::new(body::boxed(incoming));
-    *up.method_mut() = parts.method;
-    *up.uri_mut() = uri;
-    *up.headers_mut() = headers;
-
     let timeout = app.cfg.upstream_timeout;
-    let sent = target.pool.request(up);
-    let result = if timeout.is_zero() { Ok(sent.await) } else { tokio::time::timeout(timeout, sent).await };
-    let (mut resp, lease) = match result {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => return finish_error(app, &f, guard, ApiError::Upstream(e), start, &ids),
-        Err(_) => {
-            let reason = format!("{} did not respond within {}", f.key, watchdog::format::go_duration(timeout));
-            return finish_error(app, &f, guard, ApiError::Timeout(reason), start, &ids);
+    let timed_out = || ApiError::Timeout(format!("{key} did not respond within {}", watchdog::format::go_duration(timeout)));
+    let result: Result<Response<RespBody>, ApiError> = match via {
+        Via::Replica(target) => {
+            let mut path = if rest.is_empty() { "/".to_string() } else { rest.to_string() };
+            if let Some(q) = parts.uri.query() {
+                path.push('?');
+                path.push_str(q);
+            }
+            let uri = match Uri::builder().scheme("http").authority(target.authority.clone()).path_and_query(path).build() {
+                Ok(u) => u,
+                Err(e) => return finish_error(app, &key, guard, ApiError::BadRequest(format!("bad request path: {e}")), start, &ids),
+            };
+            if app.cfg.write_request_uri {
+                watchdog::logs::info(&format!("Forwarding request to: {uri}"));
+            }
+            let mut up = Request::new(body::boxed(incoming));
+            *up.method_mut() = parts.method;
+            *up.uri_mut() = uri;
+            *up.headers_mut() = headers;
+            let sent = target.pool.request(up);
+            match if timeout.is_zero() { Ok(sent.await) } else { tokio::time::timeout(timeout, sent).await } {
+                Ok(Ok((resp, lease))) => Ok(resp.map(|b| body::boxed(OnDone::new(b, move |_| lease.release())))),
+                Ok(Err(e)) => Err(ApiError::Upstream(e)),
+                Err(_) => Err(timed_out()),
+            }
+        }
+        Via::Provider(ext) => {
+            let target = parts.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
+            if app.cfg.write_request_uri {
+                watchdog::logs::info(&format!("Forwarding request to: {target}"));
+            }
+            match ext.forward_call(parts.method, &target, headers, body::boxed(incoming)).await {
+                Err(ApiError::Timeout(_)) => Err(timed_out()),
+                other => other,
+            }
         }
     };
-    app.metrics.completed(&f.key, resp.status().as_u16(), start.elapsed().as_secs_f64());
+    let mut resp = match result {
+        Ok(r) => r,
+        Err(e) => return finish_error(app, &key, guard, e, start, &ids),
+    };
+    app.metrics.completed(&key, resp.status().as_u16(), start.elapsed().as_secs_f64());
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
@@ -191,16 +224,13 @@ pub async fn invoke(app: &Arc<App>, mut req: Request<Incoming>, peer: SocketAddr
     }
     let write_deadline = (!app.cfg.write_timeout.is_zero()).then(|| start + app.cfg.write_timeout);
     let timed = Timed::new(incoming, write_deadline, "write_timeout exceeded while copying the response");
-    let body = OnDone::new(timed, move |_| {
-        lease.release();
-        drop(guard);
-    });
+    let body = OnDone::new(timed, move |_| drop(guard));
     Response::from_parts(parts, body::boxed(body))
 }
 
 /// Ends the call's accounting whatever way it ends.
 struct CallGuard {
-    f: Arc<Function>,
+    f: Option<Arc<Function>>,
     replica: Option<Arc<crate::local::replica::Replica>>,
 }
 
@@ -209,14 +239,16 @@ impl Drop for CallGuard {
         if let Some(r) = &self.replica {
             r.in_flight.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
         }
-        self.f.end_call();
+        if let Some(f) = &self.f {
+            f.end_call();
+        }
     }
 }
 
-fn finish_error(app: &App, f: &Function, guard: CallGuard, e: ApiError, start: Instant, ids: &CallHeaders) -> Response<RespBody> {
+fn finish_error(app: &App, key: &str, guard: CallGuard, e: ApiError, start: Instant, ids: &CallHeaders) -> Response<RespBody> {
     drop(guard);
-    watchdog::logs::error(&format!("{}: {e}", f.key));
-    app.metrics.completed(&f.key, e.status().as_u16(), start.elapsed().as_secs_f64());
+    watchdog::logs::error(&format!("{key}: {e}"));
+    app.metrics.completed(key, e.status().as_u16(), start.elapsed().as_secs_f64());
     let mut resp = e.response();
     ids.apply_response(resp.headers_mut());
     resp

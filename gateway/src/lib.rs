@@ -13,3 +13,4 @@ pub mod api;
 pub mod invoke;
 pub mod metrics;
 pub mod up;
+pub mod external;

@@ -190,7 +190,24 @@ fn main() -> ExitCode {
         } else {
             None
         };
-        let app = Arc::new(App::new(cfg, credentials, runtime));
+        let external = match &cfg.functions_provider_url {
+            Some(url) => {
+                let logs_url = cfg.logs_provider_url.clone().unwrap_or_else(|| url.clone());
+                let auth = credentials.as_ref().map(|c| c.header());
+                match gateway::external::External::new(url, &logs_url, auth, cfg.upstream_timeout) {
+                    Ok(e) => {
+                        logs::info(&format!("Provider: {url}"));
+                        Some(Arc::new(e))
+                    }
+                    Err(e) => {
+                        logs::error(&e);
+                        return ExitCode::from(1);
+                    }
+                }
+            }
+            None => None,
+        };
+        let app = Arc::new(App::new(cfg, credentials, runtime, external));
         let shutdown = async {
             let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
                 return std::future::pending().await;

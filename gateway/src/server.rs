@@ -13,7 +13,6 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use watchdog::body::{full, RespBody, TEXT_PLAIN};
-use watchdog::format::json_str;
 
 use crate::auth::Credentials;
 use crate::config::Config;
@@ -31,14 +30,17 @@ pub struct App {
     pub metrics: Metrics,
     /// The embedded local runtime (`None` with an external provider).
     pub runtime: Option<Arc<Runtime>>,
+    /// The external provider (`functions_provider_url`).
+    pub external: Option<Arc<crate::external::External>>,
     /// Requests whose response is not completely written yet (drained at shutdown).
     in_flight: AtomicUsize,
     stop: tokio::sync::watch::Sender<bool>,
 }
 
 impl App {
-    pub fn new(cfg: Config, credentials: Option<Credentials>, runtime: Option<Arc<Runtime>>) -> App {
+    pub fn new(cfg: Config, credentials: Option<Credentials>, runtime: Option<Arc<Runtime>>, external: Option<Arc<crate::external::External>>) -> App {
         App {
+            external,
             cfg,
             credentials,
             shutting_down: AtomicBool::new(false),
@@ -129,15 +131,27 @@ async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Resp
         }
     }
     match route {
-        Route::Healthz => healthz(&app),
-        Route::Info => json(info()),
+        Route::Healthz => match &app.external {
+            Some(ext) if !app.shutting_down.load(Ordering::Acquire) => crate::external::healthz(ext).await,
+            _ => healthz(&app),
+        },
+        Route::Info => match &app.external {
+            Some(ext) => json(info(Some(crate::external::info(ext).await))),
+            None => json(info(None)),
+        },
         Route::Telemetry => error(StatusCode::NOT_IMPLEMENTED, "not implemented"),
         Route::System => match &app.runtime {
             Some(rt) => match crate::api::system(&app, rt, req).await {
                 Ok(resp) => resp,
                 Err(e) => e.response(),
             },
-            None => error(StatusCode::NOT_IMPLEMENTED, "not implemented yet in this gateway"),
+            None => match &app.external {
+                Some(ext) => match crate::external::system(&app, ext, req).await {
+                    Ok(resp) => resp,
+                    Err(e) => e.response(),
+                },
+                None => error(StatusCode::NOT_IMPLEMENTED, "no provider"),
+            },
         },
         Route::Invoke => {
             let path = req.uri().path().to_string();
@@ -167,13 +181,11 @@ fn arch() -> &'static str {
     }
 }
 
-/// GatewayInfo for the embedded local runtime (spec §8.4).
-fn info() -> String {
-    let version = format!("{{\"commit_message\":\"\",\"sha\":\"{}\",\"release\":\"{VERSION}\"}}", watchdog::GIT_SHA);
-    let mut out = format!("{{\"provider\":{{\"provider\":\"local\",\"orchestration\":\"process\",\"version\":{version}}},\"version\":{version},\"arch\":");
-    json_str(&mut out, arch());
-    out.push('}');
-    out
+/// GatewayInfo (spec §8.4) around the provider's info; `None` = the embedded local runtime.
+fn info(provider: Option<serde_json::Value>) -> String {
+    let version = serde_json::json!({"commit_message": "", "sha": watchdog::GIT_SHA, "release": VERSION});
+    let provider = provider.unwrap_or_else(|| serde_json::json!({"provider": "local", "orchestration": "process", "version": version}));
+    serde_json::json!({"provider": provider, "version": version, "arch": arch()}).to_string()
 }
 
 fn json(body: String) -> Response<RespBody> {
@@ -271,6 +283,9 @@ pub async fn run(listener: TcpListener, metrics: Option<TcpListener>, app: Arc<A
                 }
             }
         });
+    }
+    if let Some(ext) = app.external.clone() {
+        tokio::spawn(crate::external::poll_service_count(app.clone(), ext, stop_rx.clone()));
     }
     let main = tokio::spawn(serve(listener, app.clone(), handle, stopped(stop_rx)));
     shutdown.await;

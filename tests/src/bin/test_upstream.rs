@@ -55,7 +55,7 @@ async fn handle(mut req: Request<Incoming>) -> Result<Response<Body>, Infallible
             let body = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
             Response::new(full(body))
         }
-        "/info" => {
+        p if p == "/info" || p.starts_with("/info/") => {
             let mut out = format!("method {}\ntarget {}\n", req.method(), req.uri());
             for (k, v) in req.headers() {
                 out.push_str(&format!("{}: {}\n", k, String::from_utf8_lossy(v.as_bytes())));
