@@ -170,3 +170,64 @@ impl Drop for Proc {
         let _ = self.0.wait();
     }
 }
+
+fn of_gateway() -> Option<std::path::PathBuf> {
+    let p = std::env::var_os("OF_GATEWAY")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/tools/of-gateway"));
+    p.is_file().then_some(p)
+}
+
+/// The OpenFaaS CE gateway with ours as its `functions_provider_url`: ours speaks the provider
+/// API. The CE gateway listens on the fixed ports 8080 and 8082, and its list needs a
+/// Prometheus query API (test-upstream answers an empty vector).
+#[test]
+fn x03_ce_gateway_with_ours_as_provider() {
+    let Some(bin) = of_gateway() else {
+        eprintln!("SKIPPED: the OpenFaaS CE gateway was not found (set OF_GATEWAY)");
+        return;
+    };
+    for p in [8080, 8082] {
+        assert!(std::net::TcpListener::bind(("0.0.0.0", p)).is_ok(), "port {p} is busy: the CE gateway needs it");
+    }
+    let ours = open_gateway().start();
+    let prom = free_port();
+    let _prometheus = Proc(std::process::Command::new(upstream_path()).arg("--port").arg(prom.to_string()).spawn().unwrap());
+    let _ce = Proc(
+        std::process::Command::new(bin)
+            .env_clear()
+            .env("functions_provider_url", format!("http://127.0.0.1:{}/", ours.port))
+            .env("basic_auth", "false")
+            .env("faas_prometheus_host", "127.0.0.1")
+            .env("faas_prometheus_port", prom.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(eventually(T, || try_request(8080, "GET", "/healthz", &[], b"").is_ok_and(|r| r.status == 200)), "CE gateway up");
+    let call = |method: &str, path: &str, body: serde_json::Value| request(8080, method, path, &[("Content-Type", "application/json")], body.to_string().as_bytes());
+    // Deploy (faas-cli's sequence), list, status.
+    assert_eq!(call("PUT", "/system/functions", upstream_function("up")).status, 404);
+    assert_eq!(call("POST", "/system/functions", upstream_function("up")).status, 202);
+    assert!(eventually(T, || {
+        let r = request(8080, "GET", "/system/function/up", &[], b"");
+        r.status == 200 && r.json()["availableReplicas"].as_u64().unwrap_or(0) >= 1
+    }));
+    let list = request(8080, "GET", "/system/functions", &[], b"");
+    assert_eq!(list.status, 200, "{}", list.text());
+    assert_eq!(list.json()[0]["name"], "up");
+    // Invoke: the CE gateway keeps the /function prefix; ours strips it for the replica.
+    let r = request(8080, "POST", "/function/up/info?x=1", &[], b"hi");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("target /info?x=1\n"), "{}", r.text());
+    // Scale (the CE gateway clamps to 1..5 before forwarding).
+    assert_eq!(call("POST", "/system/scale-function/up", json!({"serviceName": "up", "replicas": 3})).status, 202);
+    assert!(eventually(T, || ours.get("/system/function/up").json()["availableReplicas"] == 3));
+    // Secrets through the CE gateway.
+    assert!(call("POST", "/system/secrets", json!({"name": "s1", "value": "v"})).status < 300);
+    assert_eq!(ours.get("/system/secrets").json()[0]["name"], "s1");
+    // Remove.
+    assert_eq!(call("DELETE", "/system/functions", json!({"functionName": "up"})).status, 202);
+    assert_eq!(ours.get("/system/functions").text(), "[]");
+}

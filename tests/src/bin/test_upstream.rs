@@ -85,6 +85,11 @@ async fn handle(mut req: Request<Incoming>) -> Result<Response<Body>, Infallible
             Response::builder().header("content-type", "text/event-stream").body(ChannelBody(rx).boxed_unsync()).unwrap()
         }
         "/ready" => Response::builder().status(StatusCode::NO_CONTENT).body(full("")).unwrap(),
+        // A stand-in for Prometheus's query API: the CE gateway's list needs one to answer.
+        "/api/v1/query" => Response::builder()
+            .header("content-type", "application/json")
+            .body(full(r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#))
+            .unwrap(),
         "/big" => Response::new(full(vec![b'x'; query(&req, "bytes").unwrap_or(0) as usize])),
         "/pid" => Response::new(full(std::process::id().to_string())),
         p if p.starts_with("/status/") => {
