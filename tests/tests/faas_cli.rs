@@ -198,3 +198,79 @@ fn f60_real_faas_cli() {
     assert_eq!(code, 1);
     assert!(text.contains("No existing function to remove"), "{text}");
 }
+
+/// Serves one fixed body to every request (a function store file), until the test ends.
+fn serve_static(body: String) -> u16 {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+        }
+    });
+    port
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            copy_dir(&p, &to.join(e.file_name()));
+        } else {
+            std::fs::copy(&p, to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// `faas-cli up --shrinkwrap --skip-push` and `deploy -f stack.yml` against `gateway up` (which
+/// knows how to run the stack's image on the host), and `store deploy` from a store file.
+#[test]
+fn f61_real_faas_cli_up_and_store_deploy() {
+    let Some(bin) = faas_cli() else {
+        eprintln!("SKIPPED: the real faas-cli was not found (set FAAS_CLI)");
+        return;
+    };
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    let dir = temp_dir("cli-up");
+    copy_dir(&repo.join("template"), &dir.join("template"));
+    copy_dir(&repo.join("examples/hello-bash"), &dir.join("examples/hello-bash"));
+    std::fs::copy(repo.join("stack.yml"), dir.join("stack.yml")).unwrap();
+    let stack = dir.join("stack.yml");
+    let gw = open_gateway().arg("up").arg("-f").arg(stack.to_str().unwrap()).start();
+    gw.wait_available("hello-bash", 1, T);
+    let cli = Cli::new(bin, &gw);
+    let run_in = |args: &[&str]| {
+        let out = Command::new(&cli.bin)
+            .args(args)
+            .current_dir(&dir)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", &cli.home)
+            .env("OPENFAAS_URL", &cli.url)
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "faas-cli {args:?}: {text}");
+        text
+    };
+    let up = run_in(&["up", "--shrinkwrap", "--skip-push", "-f", "stack.yml"]);
+    assert!(up.contains("hello-bash shrink-wrapped to build/hello-bash") && up.contains("Deployed. 202 Accepted."), "{up}");
+    assert!(run_in(&["deploy", "-f", "stack.yml"]).contains("Deployed. 202 Accepted."));
+    assert!(eventually(T, || gw.post("/function/hello-bash", b"Zed").text() == "Hello from bash: Zed\n"));
+    assert_eq!(gw.get("/system/function/hello-bash").json()["envProcess"], "bash ./function/handler.sh", "the template's fprocess, sent by faas-cli");
+    assert!(!gw.log().contains("exited"), "no replica died during the updates: {}", gw.log());
+
+    let store = json!({"version": "0.2.0", "functions": [{"title": "Echo", "name": "echo-store", "description": "cat",
+        "images": {"x86_64": "example/echo:latest", "arm64": "example/echo:latest", "armhf": "example/echo:latest"},
+        "fprocess": "cat", "repo_url": "", "environment": {"A": "1"}, "labels": {}, "annotations": {}}]});
+    let port = serve_static(store.to_string());
+    let url = format!("http://127.0.0.1:{port}/store.json");
+    assert!(cli.ok(&["store", "deploy", "echo-store", "--url", &url], "").contains("Deployed. 202 Accepted."));
+    gw.wait_available("echo-store", 1, T);
+    assert_eq!(gw.post("/function/echo-store", b"from the store").text(), "from the store");
+    assert_eq!(gw.get("/system/function/echo-store").json()["envVars"]["A"], "1");
+}

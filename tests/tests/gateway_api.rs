@@ -49,6 +49,7 @@ fn g09_g10_g11_g12_deploy_update_list_status() {
     let st = gw.get("/system/function/up").json();
     assert_eq!(st["envVars"]["VERSION"], "2");
     assert_eq!(st["createdAt"], f["createdAt"], "createdAt kept across updates");
+    assert!(!gw.log().contains("exited"), "no replica died during the update: {}", gw.log());
 }
 
 #[test]

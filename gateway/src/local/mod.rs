@@ -424,9 +424,7 @@ impl Runtime {
                         }
                     };
                     let _ = tokio::time::timeout(bound, ready).await;
-                    f2.inner().retiring.retain(|r| !old.iter().any(|o| Arc::ptr_eq(o, r)));
-                    f2.refresh_available();
-                    futures_stop(old).await;
+                    stop_retiring(f2, old).await;
                 });
             }
         }
@@ -439,7 +437,7 @@ impl Runtime {
         {
             let mut i = f.inner();
             while (i.replicas.len() as u32) < i.desired {
-                let no = (1..).find(|n| !i.replicas.iter().any(|r| r.no == *n)).unwrap_or(1);
+                let no = (1..).find(|n| !i.all().any(|r| r.no == *n)).unwrap_or(1);
                 let instance = format!("{}-{no}", f.name);
                 let marker = format!("{}/{}.{}-{no}", self.instance_id, f.name, f.namespace);
                 let r = Replica::new(no, instance, marker, i.spec.clone());
@@ -448,13 +446,13 @@ impl Runtime {
             }
             while (i.replicas.len() as u32) > i.desired {
                 if let Some(r) = i.replicas.pop() {
+                    i.retiring.push(r.clone());
                     stopping.push(r);
                 }
             }
         }
         if !stopping.is_empty() {
-            f.refresh_available();
-            tokio::spawn(futures_stop(stopping));
+            tokio::spawn(stop_retiring(f.clone(), stopping));
         }
     }
 
@@ -636,6 +634,14 @@ impl Runtime {
         lock(&self.state).images.insert(image.to_string(), local);
         self.persist()
     }
+}
+
+/// Stops replicas of `f` that are in its retiring list, then forgets them: until then their
+/// numbers (and so their markers) are not reused.
+async fn stop_retiring(f: Arc<Function>, old: Vec<Arc<Replica>>) {
+    futures_stop(old.clone()).await;
+    f.inner().retiring.retain(|r| !old.iter().any(|o| Arc::ptr_eq(o, r)));
+    f.refresh_available();
 }
 
 /// Stops replicas concurrently and waits for all of them.
