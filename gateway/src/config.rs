@@ -29,6 +29,7 @@ pub struct Config {
     /// `None`: `fwatchdog` beside the gateway binary, else from `PATH`.
     pub watchdog_path: Option<PathBuf>,
     pub local_port_range: (u16, u16),
+    pub log_format: watchdog::config::LogFormat,
 }
 
 /// Variables faasd and the Helm chart still set; accepted and ignored (logged once).
@@ -49,6 +50,8 @@ pub enum ConfigError {
     BadPort(&'static str, String),
     #[error("invalid local_port_range \"{0}\": must be LOW-HIGH with 1024 <= LOW <= HIGH <= 65535")]
     BadPortRange(String),
+    #[error("invalid log_format \"{0}\": must be text or json")]
+    BadLogFormat(String),
     #[error("invalid {0} \"{1}\": must be a URL starting with http:// or https://")]
     BadUrl(&'static str, String),
 }
@@ -109,6 +112,11 @@ impl Config {
                 }
             }
         };
+        let log_format = match get("log_format").as_deref() {
+            None | Some("text") => watchdog::config::LogFormat::Text,
+            Some("json") => watchdog::config::LogFormat::Json,
+            Some(other) => return Err(ConfigError::BadLogFormat(other.to_string())),
+        };
         let config = Config {
             port: port("port", 8080)?,
             metrics_port: port("metrics_port", 8082)?,
@@ -130,6 +138,7 @@ impl Config {
             state_dir: PathBuf::from(get("state_dir").unwrap_or_else(|| "./gateway-state".into())),
             watchdog_path: get("watchdog_path").map(PathBuf::from),
             local_port_range,
+            log_format,
         };
         Ok((config, warnings))
     }

@@ -84,6 +84,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    logs::init(cfg.log_format, true, None);
     if let Command::QueueWorker = command {
         if !env.contains_key("faas_nats_address") {
             eprintln!("queue-worker needs faas_nats_address: the embedded queue belongs to one gateway");

@@ -105,7 +105,15 @@ fn route(path: &str) -> Option<(Route, &'static [Method])> {
     })
 }
 
+/// Request headers larger than this get 431 (spec §4). hyper's buffer limit only catches heads
+/// that arrive in several reads, so the size is also counted here.
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+
 async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Response<RespBody> {
+    let head: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum::<usize>() + req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if head > MAX_HEADER_BYTES {
+        return error(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, &format!("request headers exceed {MAX_HEADER_BYTES} bytes"));
+    }
     let Some((route, methods)) = route(req.uri().path()) else {
         return error(StatusCode::NOT_FOUND, "not found");
     };
@@ -230,7 +238,7 @@ where
                 }
             });
             let mut builder = hyper::server::conn::http1::Builder::new();
-            builder.timer(TokioTimer::new()).max_buf_size(96 * 1024);
+            builder.timer(TokioTimer::new()).max_buf_size(MAX_HEADER_BYTES + 16 * 1024);
             if !read_timeout.is_zero() {
                 builder.header_read_timeout(read_timeout);
             }
