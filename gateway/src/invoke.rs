@@ -105,7 +105,7 @@ pub async fn invoke(app: &Arc<App>, mut req: Request<Incoming>, peer: SocketAddr
 
     // Where the call goes: a local replica (path after the name) or the provider (whole path).
     enum Via {
-        Replica(Arc<crate::local::replica::Target>),
+        Replica(Arc<crate::local::Runtime>, Arc<Function>, Arc<crate::local::replica::Target>),
         Provider(Arc<crate::external::External>),
     }
     let mut guard = CallGuard { f: None, replica: None };
@@ -122,7 +122,7 @@ pub async fn invoke(app: &Arc<App>, mut req: Request<Incoming>, peer: SocketAddr
         };
         guard.replica = Some(replica.clone());
         match replica.target() {
-            Some(t) => Via::Replica(t),
+            Some(t) => Via::Replica(rt.clone(), f, t),
             None => return finish_error(app, &key, guard, ApiError::Upstream("upstream error: replica went away".into()), start, &ids),
         }
     } else if let Some(ext) = &app.external {
@@ -161,13 +161,14 @@ pub async fn invoke(app: &Arc<App>, mut req: Request<Incoming>, peer: SocketAddr
     let timeout = app.cfg.upstream_timeout;
     let timed_out = || ApiError::Timeout(format!("{key} did not respond within {}", watchdog::format::go_duration(timeout)));
     let result: Result<Response<RespBody>, ApiError> = match via {
-        Via::Replica(target) => {
+        Via::Replica(rt, f, mut target) => {
             let mut path = if rest.is_empty() { "/".to_string() } else { rest.to_string() };
             if let Some(q) = parts.uri.query() {
                 path.push('?');
                 path.push_str(q);
             }
-            let uri = match Uri::builder().scheme("http").authority(target.authority.clone()).path_and_query(path).build() {
+            let uri_for = |t: &crate::local::replica::Target| Uri::builder().scheme("http").authority(t.authority.clone()).path_and_query(path.as_str()).build();
+            let uri = match uri_for(&target) {
                 Ok(u) => u,
                 Err(e) => return finish_error(app, &key, guard, ApiError::BadRequest(format!("bad request path: {e}")), start, &ids),
             };
@@ -178,11 +179,40 @@ pub async fn invoke(app: &Arc<App>, mut req: Request<Incoming>, peer: SocketAddr
             *up.method_mut() = parts.method;
             *up.uri_mut() = uri;
             *up.headers_mut() = headers;
-            let sent = target.pool.request(up);
-            match if timeout.is_zero() { Ok(sent.await) } else { tokio::time::timeout(timeout, sent).await } {
-                Ok(Ok((resp, lease))) => Ok(resp.map(|b| body::boxed(OnDone::new(b, move |_| lease.release())))),
-                Ok(Err(e)) => Err(ApiError::Upstream(e)),
-                Err(_) => Err(timed_out()),
+            let deadline = (!timeout.is_zero()).then(|| start + timeout);
+            let mut retries = 0;
+            loop {
+                let sent = target.pool.try_request(up);
+                let outcome = match deadline {
+                    Some(d) => tokio::time::timeout_at(d, sent).await,
+                    None => Ok(sent.await),
+                };
+                match outcome {
+                    Ok(Ok((resp, lease))) => break Ok(resp.map(|b| body::boxed(OnDone::new(b, move |_| lease.release())))),
+                    // Nothing was sent: the replica is gone (killed, restarting). Route around it.
+                    Ok(Err((e, Some(back)))) if retries < 2 => {
+                        retries += 1;
+                        if let Some(r) = guard.replica.take() {
+                            r.in_flight.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+                            r.out_of_rotation(&f);
+                        }
+                        watchdog::logs::warn(&format!("{key}: {e}; trying another replica"));
+                        let next = match rt.acquire(&f).await {
+                            Ok(r) => r,
+                            Err(e) => break Err(e),
+                        };
+                        guard.replica = Some(next.clone());
+                        let Some(t) = next.target() else { break Err(ApiError::Upstream("upstream error: replica went away".into())) };
+                        target = t;
+                        up = back;
+                        match uri_for(&target) {
+                            Ok(u) => *up.uri_mut() = u,
+                            Err(e) => break Err(ApiError::BadRequest(format!("bad request path: {e}"))),
+                        }
+                    }
+                    Ok(Err((e, _))) => break Err(ApiError::Upstream(e)),
+                    Err(_) => break Err(timed_out()),
+                }
             }
         }
         Via::Provider(ext) => {

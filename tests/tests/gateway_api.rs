@@ -295,6 +295,43 @@ fn g29_replica_killed_is_replaced() {
 }
 
 #[test]
+fn g29_replica_killed_mid_load_is_routed_around_and_replaced() {
+    let gw = open_gateway().start();
+    let mut d = upstream_function("up");
+    d["labels"] = json!({"com.openfaas.scale.min": "2"});
+    assert_eq!(gw.json("POST", "/system/functions", &d).status, 202);
+    gw.wait_available("up", 2, T);
+    let victim: i32 = gw.get("/function/up/pid").text().parse().unwrap();
+    let port = gw.port;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let (mut ok, mut failed) = (0, 0);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    match try_request(port, "GET", "/function/up/slow?ms=20", &[], b"") {
+                        Ok(r) if r.status == 200 => ok += 1,
+                        _ => failed += 1,
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    unsafe_kill(victim, libc::SIGKILL);
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = load.into_iter().map(|t| t.join().unwrap()).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+    assert!(ok > 50, "the load went on: {ok} ok");
+    assert!(failed <= 4, "only calls in flight on the killed replica may fail: {failed} failed, {ok} ok");
+    gw.wait_available("up", 2, T);
+    let pids: std::collections::HashSet<String> = (0..6).map(|_| gw.get("/function/up/pid").text()).collect();
+    assert!(!pids.contains(&victim.to_string()) && pids.len() == 2, "replaced: {pids:?}");
+}
+
+#[test]
 fn g31_least_in_flight_over_two_replicas() {
     let gw = open_gateway().start();
     let mut d = upstream_function("up");

@@ -123,10 +123,19 @@ where
     }
 
     /// Sends `req` (its URI carries the upstream address) on an idle connection or a new one.
-    pub async fn request(self: &Arc<Self>, mut req: Request<B>) -> Result<(Response<Incoming>, Lease<B>), String> {
+    pub async fn request(self: &Arc<Self>, req: Request<B>) -> Result<(Response<Incoming>, Lease<B>), String> {
+        self.try_request(req).await.map_err(|(e, _)| e)
+    }
+
+    /// Like `request`, but a request that could not be sent because no connection could be
+    /// made comes back unsent (its body untouched), so it can go to another upstream.
+    pub async fn try_request(self: &Arc<Self>, mut req: Request<B>) -> Result<(Response<Incoming>, Lease<B>), (String, Option<Request<B>>)> {
         let mut sender = match self.checkout() {
             Some(s) => s,
-            None => self.connect(req.uri()).await?,
+            None => match self.connect(req.uri()).await {
+                Ok(s) => s,
+                Err(e) => return Err((e, Some(req))),
+            },
         };
         // An HTTP/1.0 client may send no Host; HTTP/1.1 to the upstream needs one.
         if !req.headers().contains_key(header::HOST) {
@@ -137,7 +146,7 @@ where
         // On the wire the target is in origin form: path and query only.
         let origin = req.uri().path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
         *req.uri_mut() = Uri::from(origin);
-        let resp = sender.send_request(req).await.map_err(|e| upstream_error(&e))?;
+        let resp = sender.send_request(req).await.map_err(|e| (upstream_error(&e), None))?;
         // An upgraded connection belongs to the tunnel from now on.
         let keep = resp.status() != StatusCode::SWITCHING_PROTOCOLS;
         Ok((resp, Lease { pool: self.clone(), sender: keep.then_some(sender) }))

@@ -73,6 +73,12 @@ impl Replica {
         self.target.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Takes the replica out of rotation after it refused a connection; its health check puts
+    /// it back once it answers again.
+    pub fn out_of_rotation(&self, f: &Function) {
+        self.set_available(f, None);
+    }
+
     fn set_available(&self, f: &Function, target: Option<Arc<Target>>) {
         let up = target.is_some();
         *self.target.lock().unwrap_or_else(|e| e.into_inner()) = target;
