@@ -8,7 +8,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 use watchdog::body::{self, OnDone, RespBody, Timed};
 use watchdog::upstream::{append_forwarded_for, is_websocket, strip_hop_by_hop};
@@ -233,13 +232,7 @@ pub async fn invoke(app: &Arc<App>, mut req: Request<Incoming>, peer: SocketAddr
     app.metrics.completed(&key, resp.status().as_u16(), start.elapsed().as_secs_f64());
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
-            let upstream_upgrade = hyper::upgrade::on(&mut resp);
-            tokio::spawn(async move {
-                if let (Ok(down), Ok(up)) = (client_upgrade.await, upstream_upgrade.await) {
-                    let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(down), &mut TokioIo::new(up)).await;
-                }
-                drop(guard);
-            });
+            watchdog::upstream::tunnel(client_upgrade, &mut resp, move || drop(guard));
             let (mut parts, _) = resp.into_parts();
             ids.apply_response(&mut parts.headers);
             return Response::from_parts(parts, body::empty());

@@ -242,7 +242,7 @@ where
             if !read_timeout.is_zero() {
                 builder.header_read_timeout(read_timeout);
             }
-            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+            let _ = builder.serve_connection(TokioIo::new(stream), svc).with_upgrades().await;
         });
     }
 }

@@ -575,3 +575,76 @@ pub fn upstream_function(name: &str) -> serde_json::Value {
         "annotations": {}
     })
 }
+
+/// `Basic base64(user:pass)` (the tests' own small encoder: no dependency for one header).
+pub fn basic_auth(user: &str, pass: &str) -> String {
+    const TBL: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::from("Basic ");
+    out.push_str(&base64(format!("{user}:{pass}").as_bytes(), TBL));
+    out
+}
+
+/// Standard base64 with padding.
+pub fn base64_std(raw: &[u8]) -> String {
+    base64(raw, b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
+}
+
+fn base64(raw: &[u8], tbl: &[u8]) -> String {
+    let mut out = String::new();
+    for c in raw.chunks(3) {
+        let b = [c[0], *c.get(1).unwrap_or(&0), *c.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            out.push(if i <= c.len() { tbl[((n >> (18 - 6 * i)) & 63) as usize] as char } else { '=' });
+        }
+    }
+    out
+}
+
+/// The Basic header for the credentials files in `dir` (`basic-auth-user`, `basic-auth-password`).
+pub fn basic_auth_from(dir: &Path) -> String {
+    let user = std::fs::read_to_string(dir.join("basic-auth-user")).unwrap();
+    let pass = std::fs::read_to_string(dir.join("basic-auth-password")).unwrap();
+    basic_auth(user.trim(), pass.trim())
+}
+
+/// Copies a folder tree (files and folders).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            copy_dir(&p, &to.join(e.file_name()));
+        } else {
+            std::fs::copy(&p, to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// Reads from `s` into `got` until `needle` appears (panics at end of stream).
+pub fn read_until(s: &mut TcpStream, got: &mut Vec<u8>, needle: &str) {
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(got).contains(needle) {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "stream ended before {needle:?}: {}", String::from_utf8_lossy(got));
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// Opens a WebSocket upgrade on `path` (test-upstream echoes the tunnel's bytes) and checks two
+/// messages come back through it.
+pub fn assert_websocket_echo(port: u16, path: &str) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: WebSocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut got = Vec::new();
+    read_until(&mut s, &mut got, "\r\n\r\n");
+    assert!(got.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&got));
+    for msg in [&b"ping-1"[..], b"second message"] {
+        s.write_all(msg).unwrap();
+        let mut back = vec![0u8; msg.len()];
+        s.read_exact(&mut back).unwrap();
+        assert_eq!(back, msg);
+    }
+}

@@ -15,18 +15,7 @@ const UA: (&str, &str) = ("User-Agent", "faas-cli/0.18.12");
 const BEARER: (&str, &str) = ("Authorization", "Bearer ");
 
 fn basic(gw: &Watchdog) -> String {
-    let pass = std::fs::read_to_string(gw.tmp.join("secrets/basic-auth-password")).unwrap();
-    let raw = format!("admin:{pass}");
-    const TBL: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::from("Basic ");
-    for c in raw.as_bytes().chunks(3) {
-        let b = [c[0], *c.get(1).unwrap_or(&0), *c.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            out.push(if i <= c.len() { TBL[((n >> (18 - 6 * i)) & 63) as usize] as char } else { '=' });
-        }
-    }
-    out
+    basic_auth_from(&gw.tmp.join("secrets"))
 }
 
 /// A JSON body sent chunked, as faas-cli's Go client does.
@@ -212,18 +201,6 @@ fn serve_static(body: String) -> u16 {
         }
     });
     port
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            copy_dir(&p, &to.join(e.file_name()));
-        } else {
-            std::fs::copy(&p, to.join(e.file_name())).unwrap();
-        }
-    }
 }
 
 /// `faas-cli up --shrinkwrap --skip-push` and `deploy -f stack.yml` against `gateway up` (which

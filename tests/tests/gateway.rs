@@ -7,25 +7,7 @@ use std::time::Duration;
 use e2e::*;
 
 fn basic(user: &str, pass: &str) -> String {
-    use std::io::Write;
-    // base64 without a dependency: the tests' own tiny encoder.
-    const T: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let input = format!("{user}:{pass}").into_bytes();
-    let mut out = Vec::new();
-    for c in input.chunks(3) {
-        let b = [c[0], *c.get(1).unwrap_or(&0), *c.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(T[((n >> (18 - 6 * i)) & 63) as usize]);
-            } else {
-                out.push(b'=');
-            }
-        }
-    }
-    let mut s = Vec::new();
-    write!(s, "Basic {}", String::from_utf8(out).unwrap()).unwrap();
-    String::from_utf8(s).unwrap()
+    basic_auth(user, pass)
 }
 
 fn password(gw: &Watchdog) -> String {

@@ -103,18 +103,7 @@ fn g15_g16_secrets() {
     assert_eq!(gw.json("POST", "/system/secrets", &json!({"name": "../etc", "value": "x"})).status, 400);
     // rawValue: arbitrary bytes, read back by the function byte for byte.
     let raw: Vec<u8> = (0u8..=255).collect();
-    let b64 = {
-        const TBL: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-        let mut out = String::new();
-        for c in raw.chunks(3) {
-            let b = [c[0], *c.get(1).unwrap_or(&0), *c.get(2).unwrap_or(&0)];
-            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-            for i in 0..4 {
-                out.push(if i <= c.len() { TBL[((n >> (18 - 6 * i)) & 63) as usize] as char } else { '=' });
-            }
-        }
-        out
-    };
+    let b64 = base64_std(&raw);
     assert_eq!(gw.json("POST", "/system/secrets", &json!({"name": "bin", "rawValue": b64, "value": "ignored"})).status, 201);
     let d = json!({"service": "reader", "image": "x", "envProcess": "sh -c 'cat \"$secret_mount_path/bin\"'", "secrets": ["bin", "s1"]});
     assert_eq!(gw.json("POST", "/system/functions", &d).status, 202);
@@ -237,6 +226,8 @@ fn g22_to_g26_invocation_routing_and_headers() {
     assert_eq!((p.len(), p[0], p[1].len(), p[2].len()), (4, "00", 32, 16), "{got}");
     assert!(t.contains(&format!("x-call-id: {id}\n")));
     assert!(r.header("x-served-by").is_some());
+    // A WebSocket upgrade is performed and tunnelled.
+    assert_websocket_echo(gw.port, "/function/up/ws");
 }
 
 #[test]
@@ -248,19 +239,10 @@ fn g27_g28_g30_streaming_timeout_and_passthrough() {
     s.write_all(&raw_request("GET", "/function/up/sse?n=3&ms=1000", &[("Accept", "text/event-stream")], b"")).unwrap();
     let started = Instant::now();
     let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !String::from_utf8_lossy(&got).contains("data: 0") {
-        let n = s.read(&mut buf).unwrap();
-        assert!(n > 0);
-        got.extend_from_slice(&buf[..n]);
-    }
+    read_until(&mut s, &mut got, "data: 0");
     assert!(started.elapsed() < Duration::from_millis(700), "first chunk at once: {:?}", started.elapsed());
     assert!(!String::from_utf8_lossy(&got).contains("data: 1"));
-    while !String::from_utf8_lossy(&got).contains("data: 1") {
-        let n = s.read(&mut buf).unwrap();
-        assert!(n > 0);
-        got.extend_from_slice(&buf[..n]);
-    }
+    read_until(&mut s, &mut got, "data: 1");
     let second = started.elapsed();
     assert!(second > Duration::from_millis(800) && second < Duration::from_millis(1800), "second chunk after ~1s: {second:?}");
     s.read_to_end(&mut got).unwrap();
@@ -450,12 +432,7 @@ fn g46_g47_g48_logs() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(gw.post("/function/talker", b"later").status, 200);
     let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !String::from_utf8_lossy(&got).contains("said:later") {
-        let n = s.read(&mut buf).unwrap();
-        assert!(n > 0, "stream ended early: {}", String::from_utf8_lossy(&got));
-        got.extend_from_slice(&buf[..n]);
-    }
+    read_until(&mut s, &mut got, "said:later");
     assert_eq!(gw.get("/system/logs").status, 400);
     assert_eq!(gw.get("/system/logs?name=nope").status, 404);
     assert_eq!(gw.get("/system/logs?name=talker&since=yesterday").status, 400);

@@ -8,22 +8,6 @@ use serde_json::json;
 
 const T: Duration = Duration::from_secs(15);
 
-fn basic_header(secrets: &std::path::Path) -> String {
-    let user = std::fs::read_to_string(secrets.join("basic-auth-user")).unwrap();
-    let pass = std::fs::read_to_string(secrets.join("basic-auth-password")).unwrap();
-    let raw = format!("{}:{}", user.trim(), pass.trim());
-    const TBL: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::from("Basic ");
-    for c in raw.as_bytes().chunks(3) {
-        let b = [c[0], *c.get(1).unwrap_or(&0), *c.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            out.push(if i <= c.len() { TBL[((n >> (18 - 6 * i)) & 63) as usize] as char } else { '=' });
-        }
-    }
-    out
-}
-
 struct Front<'a> {
     gw: &'a Watchdog,
     auth: String,
@@ -46,7 +30,7 @@ fn x01_ours_in_front_of_ours() {
         .env("functions_provider_url", &format!("http://127.0.0.1:{}/", back.port))
         .env("metrics_port", &free_port().to_string())
         .start();
-    let front = Front { gw: &front_gw, auth: basic_header(&secrets) };
+    let front = Front { gw: &front_gw, auth: basic_auth_from(&secrets) };
     // 18: info wraps the provider's nested provider object.
     let info = front.call("GET", "/system/info", None).json();
     assert_eq!((info["provider"]["provider"].as_str(), info["provider"]["orchestration"].as_str()), (Some("local"), Some("process")), "{info}");
@@ -145,7 +129,7 @@ fn x07_provider_receives_the_gateways_credentials() {
     assert!(eventually(T, || try_request(port, "GET", "/", &[], b"").is_ok()));
     let provider = format!("http://127.0.0.1:{port}/info");
     let gw = gateway().env("functions_provider_url", &provider).start();
-    let auth = basic_header(&gw.tmp.join("secrets"));
+    let auth = basic_auth_from(&gw.tmp.join("secrets"));
     let r = gw.request("GET", "/system/secrets?namespace=x", &[("Authorization", &auth)], b"");
     let t = r.text();
     assert!(t.contains("target /info/system/secrets?namespace=x\n"), "{t}");

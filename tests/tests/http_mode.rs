@@ -118,12 +118,7 @@ fn c29_sse_bypass() {
     s.write_all(&raw_request("GET", "/sse?n=3&ms=700", &[("Accept", "text/event-stream")], b"")).unwrap();
     let started = Instant::now();
     let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !String::from_utf8_lossy(&got).contains("data: 0") {
-        let n = s.read(&mut buf).unwrap();
-        assert!(n > 0);
-        got.extend_from_slice(&buf[..n]);
-    }
+    read_until(&mut s, &mut got, "data: 0");
     assert!(started.elapsed() < Duration::from_millis(500), "first event flushed at once");
     s.read_to_end(&mut got).unwrap();
     let r = parse_response(&got, false).unwrap();
@@ -148,23 +143,7 @@ fn c30_websocket_tunnel() {
     let (setup, _) = http_mode(&[]);
     let wd = setup.start();
     wd.wait_healthy(T);
-    let mut s = TcpStream::connect(("127.0.0.1", wd.port)).unwrap();
-    s.set_read_timeout(Some(T)).unwrap();
-    s.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: WebSocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = s.read(&mut buf).unwrap();
-        assert!(n > 0);
-        got.extend_from_slice(&buf[..n]);
-    }
-    assert!(got.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&got));
-    for msg in [&b"ping-1"[..], b"second message"] {
-        s.write_all(msg).unwrap();
-        let mut back = vec![0u8; msg.len()];
-        s.read_exact(&mut back).unwrap();
-        assert_eq!(back, msg);
-    }
+    assert_websocket_echo(wd.port, "/ws");
 }
 
 #[test]

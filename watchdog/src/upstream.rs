@@ -87,6 +87,18 @@ pub fn append_forwarded_for(h: &mut HeaderMap, ip: IpAddr) {
     }
 }
 
+/// Joins the client's upgraded connection to the upstream's (a WebSocket after `101`), copying
+/// both ways until either side closes; `done` runs then.
+pub fn tunnel<B>(client: hyper::upgrade::OnUpgrade, upstream: &mut Response<B>, done: impl FnOnce() + Send + 'static) {
+    let upstream = hyper::upgrade::on(upstream);
+    tokio::spawn(async move {
+        if let (Ok(down), Ok(up)) = (client.await, upstream.await) {
+            let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(down), &mut TokioIo::new(up)).await;
+        }
+        done();
+    });
+}
+
 /// Keep-alive connections to one upstream address. A connection idle for 500 ms is not reused
 /// (the peer may be about to close it) and is closed by the sweeper.
 pub struct Pool<B> {

@@ -12,7 +12,6 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
 use http_body::Body as _;
 use http_body_util::{Either, Full};
-use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
 use super::ReqLog;
@@ -181,12 +180,7 @@ impl Proxy {
         };
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(client_upgrade) = client_upgrade {
-                let upstream_upgrade = hyper::upgrade::on(&mut resp);
-                tokio::spawn(async move {
-                    if let (Ok(down), Ok(up)) = (client_upgrade.await, upstream_upgrade.await) {
-                        let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(down), &mut TokioIo::new(up)).await;
-                    }
-                });
+                crate::upstream::tunnel(client_upgrade, &mut resp, || ());
                 log.write(&app.cfg, 101, &status_text(StatusCode::SWITCHING_PROTOCOLS), 0, None);
                 let (parts, _) = resp.into_parts();
                 return Response::from_parts(parts, body::empty());
