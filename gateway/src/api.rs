@@ -73,7 +73,7 @@ pub async fn system(app: &Arc<App>, rt: &Arc<Runtime>, req: Request<Incoming>) -
         (Method::GET, "/system/functions") => {
             let mut list = rt.list(&ns_q)?;
             for f in &mut list {
-                f.invocation_count = app.metrics.invocations(&format!("{}.{}", f.name, f.namespace)) as f64;
+                f.invocation_count = app.metrics.invocations(&format!("{}.{}", f.name, f.spec.namespace)) as f64;
             }
             Ok(json(StatusCode::OK, &list))
         }
@@ -96,7 +96,7 @@ pub async fn system(app: &Arc<App>, rt: &Arc<Runtime>, req: Request<Incoming>) -
             let full = &p["/system/function/".len()..];
             let (name, ns) = if ns_q.is_empty() { split_name(full, rt.default_namespace()) } else { (full, ns_q.as_str()) };
             let mut st = rt.status(name, ns)?;
-            st.invocation_count = app.metrics.invocations(&format!("{}.{}", st.name, st.namespace)) as f64;
+            st.invocation_count = app.metrics.invocations(&format!("{}.{}", st.name, st.spec.namespace)) as f64;
             Ok(json(StatusCode::OK, &st))
         }
         (Method::POST, p) if p.starts_with("/system/scale-function/") => {

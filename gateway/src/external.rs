@@ -181,7 +181,7 @@ impl External {
         }
         let deadline = Instant::now() + bound;
         if st.replicas == 0 {
-            let min = Scaling::from_labels(&st.labels, u32::MAX, Duration::from_secs(900)).map(|s| s.min).unwrap_or(1).max(1);
+            let min = Scaling::from_labels(&st.spec.labels, u32::MAX, Duration::from_secs(900)).map(|s| s.min).unwrap_or(1).max(1);
             self.scale(name, ns, min).await?;
         }
         loop {
@@ -274,7 +274,7 @@ pub async fn system(app: &Arc<App>, ext: &External, req: Request<Incoming>) -> R
                 Some(v) => model::replicas_value(v).ok_or_else(|| ApiError::BadRequest(format!("invalid replicas {v}: must be an integer >= 0")))?,
             };
             let st = ext.status(name, ns).await?;
-            let max = Scaling::from_labels(&st.labels, app.cfg.default_scale_max, app.cfg.default_scale_zero_duration).map(|s| s.max).unwrap_or(app.cfg.default_scale_max);
+            let max = Scaling::from_labels(&st.spec.labels, app.cfg.default_scale_max, app.cfg.default_scale_zero_duration).map(|s| s.max).unwrap_or(app.cfg.default_scale_max);
             if replicas > max {
                 return Err(ApiError::BadRequest(format!("replicas {replicas} exceeds com.openfaas.scale.max {max}")));
             }
@@ -299,16 +299,16 @@ pub async fn system(app: &Arc<App>, ext: &External, req: Request<Incoming>) -> R
 /// Deploy and update bodies are checked before they reach the provider (§9, §15.2).
 fn validate(app: &App, d: &FunctionDeployment) -> Result<(), ApiError> {
     model::check_function_name(&d.service).map_err(ApiError::BadRequest)?;
-    if !d.namespace.is_empty() {
-        model::check_namespace(&d.namespace).map_err(ApiError::BadRequest)?;
+    if !d.spec.namespace.is_empty() {
+        model::check_namespace(&d.spec.namespace).map_err(ApiError::BadRequest)?;
     }
-    if d.image.trim().is_empty() {
+    if d.spec.image.trim().is_empty() {
         return Err(ApiError::BadRequest(format!("function {}: image is required", d.service)));
     }
-    for s in &d.secrets {
+    for s in &d.spec.secrets {
         model::check_secret_name(s).map_err(ApiError::BadRequest)?;
     }
-    Scaling::from_labels(&d.labels, app.cfg.default_scale_max, app.cfg.default_scale_zero_duration).map_err(ApiError::BadRequest)?;
+    Scaling::from_labels(&d.spec.labels, app.cfg.default_scale_max, app.cfg.default_scale_zero_duration).map_err(ApiError::BadRequest)?;
     Ok(())
 }
 
@@ -324,7 +324,7 @@ async fn alert(app: &App, ext: &External, b: &[u8]) -> Result<Response<RespBody>
                 continue;
             }
         };
-        let s = Scaling::from_labels(&st.labels, app.cfg.default_scale_max, app.cfg.default_scale_zero_duration)
+        let s = Scaling::from_labels(&st.spec.labels, app.cfg.default_scale_max, app.cfg.default_scale_zero_duration)
             .unwrap_or(Scaling { min: 1, max: app.cfg.default_scale_max, factor: 10, zero: false, zero_duration: app.cfg.default_scale_zero_duration });
         let Some(target) = api::alert_target(&status, s, st.replicas as u32) else { continue };
         if target != st.replicas as u32 {
@@ -396,7 +396,7 @@ pub async fn poll_service_count(app: Arc<App>, ext: Arc<External>, mut stop: tok
         for ns in namespaces {
             if let Ok((StatusCode::OK, b)) = ext.own(Method::GET, &format!("/system/functions?namespace={ns}"), None).await {
                 for f in serde_json::from_slice::<Vec<FunctionStatus>>(&b).unwrap_or_default() {
-                    let fns = if f.namespace.is_empty() { ns.clone() } else { f.namespace.clone() };
+                    let fns = if f.spec.namespace.is_empty() { ns.clone() } else { f.spec.namespace.clone() };
                     app.metrics.set_replicas(&format!("{}.{fns}", f.name), f.replicas);
                 }
             }

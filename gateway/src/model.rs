@@ -32,12 +32,10 @@ pub struct Resources {
     pub intel_gpu: String,
 }
 
-/// POST and PUT `/system/functions` (§8.1).
+/// The fields a deployment (§8.1) and a status (§8.2) share.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct FunctionDeployment {
-    #[serde(deserialize_with = "nullable")]
-    pub service: String,
+pub struct FunctionSpec {
     #[serde(deserialize_with = "nullable")]
     pub image: String,
     #[serde(deserialize_with = "nullable")]
@@ -60,6 +58,16 @@ pub struct FunctionDeployment {
     pub requests: Option<Resources>,
     #[serde(rename = "readOnlyRootFilesystem", deserialize_with = "nullable")]
     pub read_only_root_filesystem: bool,
+}
+
+/// POST and PUT `/system/functions` (§8.1).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FunctionDeployment {
+    #[serde(deserialize_with = "nullable")]
+    pub service: String,
+    #[serde(flatten)]
+    pub spec: FunctionSpec,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -77,28 +85,8 @@ pub struct Usage {
 pub struct FunctionStatus {
     #[serde(deserialize_with = "nullable")]
     pub name: String,
-    #[serde(deserialize_with = "nullable")]
-    pub image: String,
-    #[serde(deserialize_with = "nullable")]
-    pub namespace: String,
-    #[serde(rename = "envProcess", deserialize_with = "nullable")]
-    pub env_process: String,
-    #[serde(rename = "envVars", deserialize_with = "nullable")]
-    pub env_vars: Map,
-    #[serde(deserialize_with = "nullable")]
-    pub constraints: Vec<String>,
-    #[serde(deserialize_with = "nullable")]
-    pub secrets: Vec<String>,
-    #[serde(deserialize_with = "nullable")]
-    pub labels: Map,
-    #[serde(deserialize_with = "nullable")]
-    pub annotations: Map,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub limits: Option<Resources>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub requests: Option<Resources>,
-    #[serde(rename = "readOnlyRootFilesystem", deserialize_with = "nullable")]
-    pub read_only_root_filesystem: bool,
+    #[serde(flatten)]
+    pub spec: FunctionSpec,
     #[serde(rename = "invocationCount", deserialize_with = "nullable")]
     pub invocation_count: f64,
     #[serde(deserialize_with = "nullable")]
@@ -113,21 +101,7 @@ pub struct FunctionStatus {
 
 impl FunctionStatus {
     pub fn from_deployment(d: &FunctionDeployment) -> FunctionStatus {
-        FunctionStatus {
-            name: d.service.clone(),
-            image: d.image.clone(),
-            namespace: d.namespace.clone(),
-            env_process: d.env_process.clone(),
-            env_vars: d.env_vars.clone(),
-            constraints: d.constraints.clone(),
-            secrets: d.secrets.clone(),
-            labels: d.labels.clone(),
-            annotations: d.annotations.clone(),
-            limits: d.limits.clone(),
-            requests: d.requests.clone(),
-            read_only_root_filesystem: d.read_only_root_filesystem,
-            ..FunctionStatus::default()
-        }
+        FunctionStatus { name: d.service.clone(), spec: d.spec.clone(), ..FunctionStatus::default() }
     }
 }
 
@@ -318,7 +292,7 @@ mod tests {
     fn lenient_json() {
         let d: FunctionDeployment = serde_json::from_str(r#"{"service":"echo","image":"x","labels":null,"extra":1}"#).unwrap();
         assert_eq!(d.service, "echo");
-        assert!(d.labels.is_empty());
+        assert!(d.spec.labels.is_empty());
         let s: ScaleServiceRequest = serde_json::from_str(r#"{"service":"echo","replicas":2}"#).unwrap();
         assert_eq!(s.service_name, "echo");
         assert_eq!(s.replicas.as_ref().and_then(replicas_value), Some(2));

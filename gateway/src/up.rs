@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::local::{LocalImage, Runtime};
-use crate::model::{FunctionDeployment, Resources};
+use crate::model::{FunctionDeployment, FunctionSpec, Resources};
 use crate::stack;
 
 /// One function of the stack, ready to deploy.
@@ -54,17 +54,19 @@ pub fn plan(file: Option<&Path>, filter: Option<&str>, state_dir: &Path) -> Resu
         let image = f.image.clone().unwrap_or_else(|| format!("{name}:latest"));
         let deployment = FunctionDeployment {
             service: name.clone(),
-            image: image.clone(),
-            namespace: f.namespace.clone().unwrap_or_default(),
-            env_process: a.fprocess.clone(),
-            env_vars: f.environment.clone(),
-            constraints: f.constraints.clone(),
-            secrets: f.secrets.clone(),
-            labels: f.labels.clone(),
-            annotations: f.annotations.clone(),
-            limits: resources(&f.limits),
-            requests: resources(&f.requests),
-            read_only_root_filesystem: f.readonly_root_filesystem,
+            spec: FunctionSpec {
+                image: image.clone(),
+                namespace: f.namespace.clone().unwrap_or_default(),
+                env_process: a.fprocess.clone(),
+                env_vars: f.environment.clone(),
+                constraints: f.constraints.clone(),
+                secrets: f.secrets.clone(),
+                labels: f.labels.clone(),
+                annotations: f.annotations.clone(),
+                limits: resources(&f.limits),
+                requests: resources(&f.requests),
+                read_only_root_filesystem: f.readonly_root_filesystem,
+            },
         };
         out.push(Planned { deployment, image: LocalImage { dir, env: a.template.env.clone(), fprocess: a.fprocess.clone() }, rebuilt: a.rebuilt });
     }
@@ -76,12 +78,12 @@ pub fn plan(file: Option<&Path>, filter: Option<&str>, state_dir: &Path) -> Resu
 pub fn apply(rt: &Arc<Runtime>, planned: Vec<Planned>) -> Result<(), String> {
     for p in planned {
         let name = p.deployment.service.clone();
-        let unchanged_image = rt.local_image(&p.deployment.image).as_ref() == Some(&p.image);
-        rt.register_image(&p.deployment.image, p.image).map_err(|e| format!("function {name}: {e}"))?;
-        let ns = rt.namespace(&p.deployment.namespace).map_err(|e| format!("function {name}: {e}"))?;
+        let unchanged_image = rt.local_image(&p.deployment.spec.image).as_ref() == Some(&p.image);
+        rt.register_image(&p.deployment.spec.image, p.image).map_err(|e| format!("function {name}: {e}"))?;
+        let ns = rt.namespace(&p.deployment.spec.namespace).map_err(|e| format!("function {name}: {e}"))?;
         let current = rt.deployment(&name, &ns);
         let mut wanted = p.deployment.clone();
-        wanted.namespace = ns.clone();
+        wanted.spec.namespace = ns.clone();
         let result = match current {
             None => rt.deploy(p.deployment, true).map(|_| "Deployed"),
             Some(cur) if cur == wanted && unchanged_image && !p.rebuilt => Ok("Unchanged"),

@@ -220,14 +220,14 @@ impl Runtime {
         });
         for sf in stored.functions {
             let d = sf.deployment;
-            let scaling = Scaling::from_labels(&d.labels, cfg.default_scale_max, cfg.default_scale_zero_duration)
+            let scaling = Scaling::from_labels(&d.spec.labels, cfg.default_scale_max, cfg.default_scale_zero_duration)
                 .unwrap_or(Scaling { min: 1, max: cfg.default_scale_max, factor: 10, zero: false, zero_duration: cfg.default_scale_zero_duration });
             let spec = {
                 let st = lock(&rt.state);
                 match rt.run_spec(&st, &d) {
                     Ok(s) => s,
                     Err(e) => {
-                        watchdog::logs::warn(&format!("cannot restore {}.{}: {e}", d.service, d.namespace));
+                        watchdog::logs::warn(&format!("cannot restore {}.{}: {e}", d.service, d.spec.namespace));
                         continue;
                     }
                 }
@@ -246,8 +246,8 @@ impl Runtime {
     fn new_function(&self, d: FunctionDeployment, scaling: Scaling, spec: Arc<RunSpec>, desired: u32, created_at: String) -> Arc<Function> {
         Arc::new(Function {
             name: d.service.clone(),
-            namespace: d.namespace.clone(),
-            key: format!("{}.{}", d.service, d.namespace),
+            namespace: d.spec.namespace.clone(),
+            key: format!("{}.{}", d.service, d.spec.namespace),
             inner: Mutex::new(FnInner { deployment: d, scaling, spec, desired, replicas: Vec::new(), retiring: Vec::new(), created_at }),
             available: watch::channel(0).0,
             rr: AtomicUsize::new(0),
@@ -270,7 +270,7 @@ impl Runtime {
                     StoredFunction { deployment: i.deployment.clone(), replicas: i.desired, created_at: i.created_at.clone() }
                 })
                 .collect();
-            functions.sort_by(|a, b| (&a.deployment.namespace, &a.deployment.service).cmp(&(&b.deployment.namespace, &b.deployment.service)));
+            functions.sort_by(|a, b| (&a.deployment.spec.namespace, &a.deployment.service).cmp(&(&b.deployment.spec.namespace, &b.deployment.service)));
             Stored { namespaces: st.namespaces.clone(), functions, secrets: st.secrets.clone(), images: st.images.clone() }
         };
         let bytes = serde_json::to_vec_pretty(&stored).map_err(|e| ApiError::Internal(format!("cannot encode state: {e}")))?;
@@ -309,7 +309,7 @@ impl Runtime {
 
     /// The replica command, folder and environment of a deployment (validated: something to run).
     fn run_spec(&self, st: &State, d: &FunctionDeployment) -> Result<Arc<RunSpec>, ApiError> {
-        let image = st.images.get(&d.image);
+        let image = st.images.get(&d.spec.image);
         let mut env: Vec<(String, String)> =
             INHERITED.iter().filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v))).collect();
         let set = |env: &mut Vec<(String, String)>, k: &str, v: &str| {
@@ -324,18 +324,18 @@ impl Runtime {
                 set(&mut env, "fprocess", &img.fprocess);
             }
         }
-        for (k, v) in &d.env_vars {
+        for (k, v) in &d.spec.env_vars {
             if !RESERVED.contains(&k.as_str()) {
                 set(&mut env, k, v);
             }
         }
-        if !d.env_process.is_empty() {
-            set(&mut env, "fprocess", &d.env_process);
+        if !d.spec.env_process.is_empty() {
+            set(&mut env, "fprocess", &d.spec.env_process);
         }
         if !env.iter().any(|(k, v)| k == "fprocess" && !v.trim().is_empty()) && !env.iter().any(|(k, v)| k == "mode" && v == "static") {
             return Err(ApiError::BadRequest(format!(
                 "function {}: no envProcess, and the local runtime does not know image {:?}",
-                d.service, d.image
+                d.service, d.spec.image
             )));
         }
         let get = |k: &str| env.iter().rev().find(|(ek, _)| ek == k).map(|(_, v)| v.clone());
@@ -347,9 +347,9 @@ impl Runtime {
         let stop_bound = dur("write_timeout", 30) + dur("child_grace_period", 5) + Duration::from_secs(1);
         let workdir = match image {
             Some(img) => img.dir.clone(),
-            None => self.state_dir.join("functions").join(&d.namespace).join(&d.service),
+            None => self.state_dir.join("functions").join(&d.spec.namespace).join(&d.service),
         };
-        let secrets = d.secrets.iter().map(|s| (s.clone(), self.secret_path(&d.namespace, s))).collect();
+        let secrets = d.spec.secrets.iter().map(|s| (s.clone(), self.secret_path(&d.spec.namespace, s))).collect();
         Ok(Arc::new(RunSpec { program: self.watchdog.clone(), workdir, env, upstream_path, secrets, stop_bound }))
     }
 
@@ -360,25 +360,25 @@ impl Runtime {
     /// POST (`create`) or PUT of a deployment; validated completely before anything changes.
     pub fn deploy(self: &Arc<Self>, mut d: FunctionDeployment, create: bool) -> Result<(), ApiError> {
         model::check_function_name(&d.service).map_err(ApiError::BadRequest)?;
-        d.namespace = self.namespace(&d.namespace)?;
-        if d.image.trim().is_empty() {
+        d.spec.namespace = self.namespace(&d.spec.namespace)?;
+        if d.spec.image.trim().is_empty() {
             return Err(ApiError::BadRequest(format!("function {}: image is required", d.service)));
         }
-        let scaling = Scaling::from_labels(&d.labels, self.cfg.default_scale_max, self.cfg.default_scale_zero_duration)
+        let scaling = Scaling::from_labels(&d.spec.labels, self.cfg.default_scale_max, self.cfg.default_scale_zero_duration)
             .map_err(ApiError::BadRequest)?;
-        let key = (d.service.clone(), d.namespace.clone());
+        let key = (d.service.clone(), d.spec.namespace.clone());
         let existing = {
             let st = lock(&self.state);
-            for s in &d.secrets {
+            for s in &d.spec.secrets {
                 model::check_secret_name(s).map_err(ApiError::BadRequest)?;
-                if !st.secrets.contains(&(d.namespace.clone(), s.clone())) {
+                if !st.secrets.contains(&(d.spec.namespace.clone(), s.clone())) {
                     return Err(ApiError::BadRequest(format!("unable to find secret: {s}")));
                 }
             }
             let existing = st.functions.get(&key).cloned();
             match (&existing, create) {
-                (Some(_), true) => return Err(ApiError::Conflict(format!("function {}.{} already exists", d.service, d.namespace))),
-                (None, false) => return Err(ApiError::function_not_found(&d.service, &d.namespace)),
+                (Some(_), true) => return Err(ApiError::Conflict(format!("function {}.{} already exists", d.service, d.spec.namespace))),
+                (None, false) => return Err(ApiError::function_not_found(&d.service, &d.spec.namespace)),
                 _ => {}
             }
             existing
