@@ -10,7 +10,6 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-ROOT=$PWD
 DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-2s}
 CONNS=${CONNS:-50}
@@ -35,28 +34,6 @@ fi
 FWATCHDOG=$(realpath "$FWATCHDOG"); UPSTREAM=$(realpath "$UPSTREAM")
 
 WRK_ARGS=
-
-# wait_ok URL PID: poll until GET URL answers 200, fail if PID dies or after READY_TIMEOUT
-wait_ok() {
-    python3 - "$1" "$2" "$READY_TIMEOUT" <<'EOF'
-import os, sys, time, urllib.request
-url, pid, timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-end = time.time() + timeout
-while time.time() < end:
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        sys.exit(f"process {pid} exited while waiting for {url}")
-    try:
-        with urllib.request.urlopen(url, timeout=1) as r:
-            if r.status == 200:
-                sys.exit(0)
-    except Exception:
-        pass
-    time.sleep(0.05)
-sys.exit(f"timeout waiting for 200 from {url}")
-EOF
-}
 
 # start_watchdog NAME BIN ENV...: starts BIN with the env (plus the http-mode env), waits ready
 start_watchdog() {

@@ -1,3 +1,5 @@
+# shellcheck shell=bash
+# shellcheck disable=SC2034,SC2013  # variables are read by the scripts that source this file
 # Shared by the bench scripts: tool installs, process clean-up, free ports, wrk runs and the
 # median-of-rounds bookkeeping. Source it after `set -euo pipefail` and `cd` to the repo root.
 
@@ -107,4 +109,26 @@ of_watchdog_check() {
         OF_NOTE="skipped: port 8081 (of-watchdog's hard-coded metrics port) is in use"
     fi
     [ -z "$OF_NOTE" ] || log "of-watchdog $OF_NOTE"
+}
+
+# wait_ok URL PID: poll until GET URL answers 200, fail if PID dies or after READY_TIMEOUT
+wait_ok() {
+    python3 - "$1" "$2" "$READY_TIMEOUT" <<'EOF'
+import os, sys, time, urllib.request
+url, pid, timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+end = time.time() + timeout
+while time.time() < end:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        sys.exit(f"process {pid} exited while waiting for {url}")
+    try:
+        with urllib.request.urlopen(url, timeout=1) as r:
+            if r.status == 200:
+                sys.exit(0)
+    except Exception:
+        pass
+    time.sleep(0.05)
+sys.exit(f"timeout waiting for 200 from {url}")
+EOF
 }

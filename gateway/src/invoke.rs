@@ -82,7 +82,7 @@ impl CallHeaders {
 }
 
 fn served_by() -> HeaderValue {
-    HeaderValue::from_static(concat!("openfaas-ce-gateway/", env!("CARGO_PKG_VERSION")))
+    HeaderValue::from_static(concat!("fwatchdog-gateway/", env!("CARGO_PKG_VERSION")))
 }
 
 /// The watchdog's hop-by-hop set plus the two proxy credentials headers (spec §7).

@@ -202,6 +202,22 @@ fn json(body: String) -> Response<RespBody> {
     resp
 }
 
+/// One request counted in `App::in_flight` for the drain at shutdown.
+struct InFlight(Arc<App>);
+
+impl InFlight {
+    fn new(app: Arc<App>) -> InFlight {
+        app.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(app)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Accepts connections for `handler` until `stop` resolves.
 async fn serve<F, Fut>(listener: TcpListener, app: Arc<App>, handler: F, stop: impl Future<Output = ()>)
 where
@@ -228,12 +244,11 @@ where
             let svc = hyper::service::service_fn(move |req| {
                 let app = app.clone();
                 async move {
-                    app.in_flight.fetch_add(1, Ordering::AcqRel);
-                    let resp = handler(app.clone(), req, peer).await;
+                    // Released when the response is written, or when the client goes away first.
+                    let guard = InFlight::new(app.clone());
+                    let resp = handler(app, req, peer).await;
                     let (parts, body) = resp.into_parts();
-                    let body = watchdog::body::OnDone::new(body, move |_| {
-                        app.in_flight.fetch_sub(1, Ordering::AcqRel);
-                    });
+                    let body = watchdog::body::OnDone::new(body, move |_| drop(guard));
                     Ok::<_, Infallible>(Response::from_parts(parts, watchdog::body::boxed(body)))
                 }
             });

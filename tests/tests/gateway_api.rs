@@ -555,3 +555,19 @@ fn g60_sigkilled_gateway_leaves_nothing_after_restart() {
     assert!(survivors.is_empty(), "old replica processes survived the restart: {survivors:?}");
     assert_eq!(gw2.get("/function/stubborn").text(), "Hello");
 }
+
+#[test]
+fn g50_a_client_gone_before_its_answer_does_not_hold_up_shutdown() {
+    let mut gw = open_gateway().start();
+    assert_eq!(gw.json("POST", "/system/functions", &upstream_function("up")).status, 202);
+    gw.wait_available("up", 1, T);
+    let mut s = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    s.write_all(&raw_request("GET", "/function/up/slow?ms=30000", &[], b"")).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    drop(s);
+    std::thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    gw.signal(libc::SIGTERM);
+    assert!(gw.wait_exit(T).is_some_and(|s| s.success()), "exit 0");
+    assert!(started.elapsed() < Duration::from_secs(5), "shutdown took {:?}", started.elapsed());
+}

@@ -335,7 +335,9 @@ pub async fn start_function(app: Arc<App>) {
             last_note = Instant::now();
         }
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            // Most servers listen within milliseconds: poll fast at first (scale from zero
+            // waits on this), then every 50 ms.
+            _ = tokio::time::sleep(Duration::from_millis(if started.elapsed() < Duration::from_secs(1) { 5 } else { 50 })) => {}
             _ = exited_rx.changed() => {}
         }
     };
