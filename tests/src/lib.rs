@@ -298,6 +298,12 @@ impl Drop for Watchdog {
 }
 
 #[allow(unsafe_code)]
+pub fn unsafe_is_root() -> bool {
+    // SAFETY: geteuid takes no arguments and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+#[allow(unsafe_code)]
 pub fn unsafe_kill(pid: i32, sig: i32) {
     // SAFETY: kill takes plain integers and touches no memory.
     unsafe {

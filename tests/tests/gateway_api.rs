@@ -50,6 +50,18 @@ fn g09_g10_g11_g12_deploy_update_list_status() {
     assert_eq!(st["envVars"]["VERSION"], "2");
     assert_eq!(st["createdAt"], f["createdAt"], "createdAt kept across updates");
     assert!(!gw.log().contains("exited"), "no replica died during the update: {}", gw.log());
+    // A bad update is refused whole: the running version stays as it is.
+    let pid2 = gw.post("/function/up/pid", b"").text();
+    let mut bad = d.clone();
+    bad["envVars"]["VERSION"] = json!("3");
+    bad["labels"] = json!({"com.openfaas.scale.max": "0"});
+    assert_eq!(gw.json("PUT", "/system/functions", &bad).status, 400);
+    bad["labels"] = json!({});
+    bad["secrets"] = json!(["missing"]);
+    assert_eq!(gw.json("PUT", "/system/functions", &bad).status, 400);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(gw.get("/system/function/up").json()["envVars"]["VERSION"], "2");
+    assert_eq!(gw.post("/function/up/pid", b"").text(), pid2, "same replica still serving");
 }
 
 #[test]
@@ -111,6 +123,18 @@ fn g15_g16_secrets() {
     let r = gw.post("/function/reader", b"");
     assert_eq!(r.status, 200);
     assert_eq!(r.body, raw);
+    // As root the runtime also mounts them where OpenFaaS functions read them, in a private
+    // mount namespace (invisible on the host).
+    if unsafe_is_root() {
+        let d = json!({"service": "mounted", "image": "x", "envProcess": "cat /var/openfaas/secrets/bin", "secrets": ["bin"]});
+        assert_eq!(gw.json("POST", "/system/functions", &d).status, 202);
+        gw.wait_available("mounted", 1, T);
+        let r = gw.post("/function/mounted", b"");
+        assert_eq!((r.status, &r.body), (200, &raw), "{}", r.text());
+        assert!(!std::path::Path::new("/var/openfaas/secrets/bin").exists(), "the mount is private to the replica");
+    } else {
+        eprintln!("SKIPPED: /var/openfaas/secrets needs root (mount namespace); secret_mount_path checked above");
+    }
     assert_eq!(gw.json("DELETE", "/system/secrets", &json!({"name": "s1"})).status, 202);
     assert_eq!(gw.json("DELETE", "/system/secrets", &json!({"name": "s1"})).status, 404);
     let mode = std::fs::metadata(gw.state_dir().join("secrets/openfaas-fn/bin")).map(|m| {

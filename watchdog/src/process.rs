@@ -154,6 +154,12 @@ fn kill_group(pgid: i32, sig: i32) {
     }
 }
 
+/// Whether this process runs as root (may create mount namespaces).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid takes no arguments and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
 /// Sends `sig` to one process; a process that is already gone is ignored.
 pub fn kill_pid(pid: i32, sig: i32) {
     if pid > 1 {
@@ -188,6 +194,9 @@ pub struct Cmd {
     /// Start from an empty environment instead of the watchdog's (the gateway builds each
     /// replica's environment itself).
     pub clear_env: bool,
+    /// `(source, target)`: in a private mount namespace of its own, the child sees `source`
+    /// read-only at `target` (the gateway's secrets at `/var/openfaas/secrets`; needs root).
+    pub bind_ro: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 /// The watchdog's own environment as `KEY=value` strings, read once (it never changes).
@@ -280,6 +289,9 @@ struct ChildArgs {
     reset_signals: &'static [libc::c_int],
     /// Folder to change to, or null.
     cwd: *const libc::c_char,
+    /// Read-only bind mount in a new mount namespace: source and target, or nulls.
+    bind_src: *const libc::c_char,
+    bind_dst: *const libc::c_char,
     /// errno of the step that failed in the child, 0 when exec succeeded.
     err: libc::c_int,
 }
@@ -317,6 +329,19 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         // The watchdog may have died before prctl: then no signal would ever come.
         if libc::getppid() != a.parent {
             libc::_exit(127);
+        }
+        if !a.bind_src.is_null() {
+            // A mount namespace of the child's own: the bind is invisible to the host and to
+            // other replicas, and disappears with the child's last process.
+            let root = c"/".as_ptr();
+            let none = std::ptr::null::<libc::c_char>();
+            if libc::unshare(libc::CLONE_NEWNS) != 0
+                || libc::mount(none, root, none, libc::MS_REC | libc::MS_PRIVATE, std::ptr::null()) != 0
+                || libc::mount(a.bind_src, a.bind_dst, none, libc::MS_BIND | libc::MS_REC, std::ptr::null()) != 0
+                || libc::mount(none, a.bind_dst, none, libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY, std::ptr::null()) != 0
+            {
+                fail(a);
+            }
         }
         if !a.cwd.is_null() && libc::chdir(a.cwd) != 0 {
             fail(a);
@@ -360,6 +385,10 @@ pub fn spawn(cmd: Cmd) -> io::Result<Spawned> {
         env_c.push(cstring(kv)?);
     }
     let cwd = cmd.cwd.map(|d| cstring(d.into_os_string().into_vec())).transpose()?;
+    let bind = match cmd.bind_ro {
+        Some((src, dst)) => Some((cstring(src.into_os_string().into_vec())?, cstring(dst.into_os_string().into_vec())?)),
+        None => None,
+    };
     let argv: Vec<*const libc::c_char> = argv_c.iter().map(|c| c.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
     let envp: Vec<*const libc::c_char> = env_c.iter().map(|c| c.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
 
@@ -387,6 +416,8 @@ pub fn spawn(cmd: Cmd) -> io::Result<Spawned> {
         parent: std::process::id() as libc::pid_t,
         reset_signals: &CAUGHT_SIGNALS,
         cwd: cwd.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()),
+        bind_src: bind.as_ref().map_or(std::ptr::null(), |(s, _)| s.as_ptr()),
+        bind_dst: bind.as_ref().map_or(std::ptr::null(), |(_, d)| d.as_ptr()),
         err: 0,
     };
     // The child's stack: never read before the child writes it, so it need not be zeroed.

@@ -182,12 +182,17 @@ async fn run_ports(
         set("http_port", p.to_string());
         set("upstream_url", format!("http://127.0.0.1:{p}{path}"));
     }
+    let mut bind_ro = None;
     if !spec.secrets.is_empty() {
         let dir = run_dir.join("secrets");
         if let Err(e) = copy_secrets(&dir, &spec.secrets) {
             return Ended::Exited(format!("cannot prepare secrets: {e}"));
         }
         set("secret_mount_path", dir.display().to_string());
+        // As root, also where OpenFaaS functions look: /var/openfaas/secrets (spec §15.3).
+        if secrets_mount_possible() {
+            bind_ro = Some((dir, PathBuf::from(SECRETS_MOUNT)));
+        }
     }
     let (out, w1, w2) = match process::shared_pipe() {
         Ok(p) => p,
@@ -202,9 +207,16 @@ async fn run_ports(
         stderr: process::Io::Fd(w2),
         cwd: Some(spec.workdir.clone()),
         clear_env: true,
+        bind_ro,
     };
+    let with_bind = cmd.bind_ro.is_some();
     let spawned = match process::spawn(cmd) {
         Ok(s) => s,
+        Err(e) if with_bind => {
+            // No mount namespaces here (a container without CAP_SYS_ADMIN): secret_mount_path only.
+            MOUNT_FAILED.store(true, Ordering::Relaxed);
+            return Ended::Exited(format!("cannot mount secrets at {SECRETS_MOUNT} ({e}); from now on they are only at secret_mount_path"));
+        }
         Err(e) => return Ended::Exited(format!("cannot start {}: {e}", spec.program.display())),
     };
     let pid = spawned.group.pid;
@@ -277,6 +289,14 @@ async fn run_ports(
             }
         }
     }
+}
+
+const SECRETS_MOUNT: &str = "/var/openfaas/secrets";
+static MOUNT_FAILED: AtomicBool = AtomicBool::new(false);
+
+/// Root, a mount point that exists (created once), and no earlier failure.
+fn secrets_mount_possible() -> bool {
+    !MOUNT_FAILED.load(Ordering::Relaxed) && process::is_root() && std::fs::create_dir_all(SECRETS_MOUNT).is_ok()
 }
 
 /// Waits (bounded) for the calls already routed to the replica to finish.

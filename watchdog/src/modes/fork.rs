@@ -116,6 +116,7 @@ impl Fork {
             stderr: Io::Pipe,
             cwd: None,
             clear_env: false,
+            bind_ro: None,
         };
         let mut combined = None;
         if stderr_to == StderrTo::Stdout {

@@ -286,6 +286,7 @@ pub async fn start_function(app: Arc<App>) {
         stderr: process::Io::Pipe,
         cwd: None,
         clear_env: false,
+        bind_ro: None,
     };
     let spawned = match process::spawn(cmd) {
         Ok(s) => s,
