@@ -30,6 +30,13 @@ pub struct Config {
     pub watchdog_path: Option<PathBuf>,
     pub local_port_range: (u16, u16),
     pub log_format: watchdog::config::LogFormat,
+    pub async_max_body_bytes: usize,
+    pub async_max_inflight: usize,
+    pub async_max_retries: u32,
+    pub async_retry_initial_wait: Duration,
+    pub async_retry_max_wait: Duration,
+    pub async_callback_timeout: Duration,
+    pub async_workers: bool,
 }
 
 /// Variables faasd and the Helm chart still set; accepted and ignored (logged once).
@@ -95,6 +102,9 @@ impl Config {
         let scale_from_zero_timeout = duration("scale_from_zero_timeout", upstream_timeout);
         let default_scale_zero_duration = duration("default_scale_zero_duration", Duration::from_secs(15 * 60));
         let scale_zero_check_interval = duration("scale_zero_check_interval", Duration::from_secs(30));
+        let async_retry_initial_wait = duration("async_retry_initial_wait", Duration::from_secs(1));
+        let async_retry_max_wait = duration("async_retry_max_wait", Duration::from_secs(60));
+        let async_callback_timeout = duration("async_callback_timeout", Duration::from_secs(30));
         let default_scale_max = match get("default_scale_max") {
             None => 20,
             Some(v) => v.trim().parse::<u32>().ok().filter(|n| *n >= 1).unwrap_or_else(|| {
@@ -102,6 +112,16 @@ impl Config {
                 20
             }),
         };
+        let mut number = |k: &str, d: u64| match get(k) {
+            None => d,
+            Some(v) => v.trim().parse::<u64>().unwrap_or_else(|_| {
+                warnings.push(format!("Invalid value for {k}: {v:?}, using default {d}"));
+                d
+            }),
+        };
+        let async_max_body_bytes = number("async_max_body_bytes", 1_048_576) as usize;
+        let async_max_inflight = number("async_max_inflight", 1).max(1) as usize;
+        let async_max_retries = number("async_max_retries", 10).min(u64::from(u32::MAX)) as u32;
         let local_port_range = match get("local_port_range") {
             None => (20000, 29999),
             Some(v) => {
@@ -139,6 +159,13 @@ impl Config {
             watchdog_path: get("watchdog_path").map(PathBuf::from),
             local_port_range,
             log_format,
+            async_max_body_bytes,
+            async_max_inflight,
+            async_max_retries,
+            async_retry_initial_wait,
+            async_retry_max_wait,
+            async_callback_timeout,
+            async_workers: flag_on(get("async_workers").as_deref(), true),
         };
         Ok((config, warnings))
     }

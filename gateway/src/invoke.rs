@@ -7,7 +7,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
-use hyper::body::Incoming;
 use tokio::time::Instant;
 use watchdog::body::{self, OnDone, RespBody, Timed};
 use watchdog::upstream::{append_forwarded_for, is_websocket, strip_hop_by_hop};
@@ -93,7 +92,11 @@ pub fn strip_hop_headers(h: &mut HeaderMap) {
 }
 
 /// `/function/<full>[rest]` where `rest` is `""` or starts with `/`.
-pub async fn invoke(app: &Arc<App>, mut req: Request<Incoming>, peer: SocketAddr, full: &str, rest: &str) -> Response<RespBody> {
+pub async fn invoke<B>(app: &Arc<App>, mut req: Request<B>, peer: SocketAddr, full: &str, rest: &str) -> Response<RespBody>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
+    B::Error: Into<watchdog::body::BoxError>,
+{
     let start = Instant::now();
     let ids = CallHeaders::from_request(req.headers());
     let (name, ns) = split_name(full, &app.cfg.function_namespace);

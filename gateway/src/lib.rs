@@ -14,3 +14,5 @@ pub mod invoke;
 pub mod metrics;
 pub mod up;
 pub mod external;
+pub mod async_invoke;
+pub mod queue;

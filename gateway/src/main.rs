@@ -208,7 +208,21 @@ fn main() -> ExitCode {
             }
             None => None,
         };
-        let app = Arc::new(App::new(cfg, credentials, runtime, external));
+        let queue_path = cfg.state_dir.join("queue.redb");
+        let queue: Arc<dyn gateway::queue::Backend> = match std::fs::create_dir_all(&cfg.state_dir)
+            .map_err(|e| gateway::queue::QueueError(format!("cannot create {}: {e}", cfg.state_dir.display())))
+            .and_then(|_| gateway::queue::embedded::Embedded::open(&queue_path))
+        {
+            Ok(q) => q,
+            Err(e) => {
+                logs::error(&format!("async queue: {e}"));
+                return ExitCode::from(1);
+            }
+        };
+        if !cfg.async_workers {
+            logs::warn("async_workers=false with the embedded queue: records wait for a gateway with workers on this state_dir");
+        }
+        let app = Arc::new(App::new(cfg, credentials, runtime, external, Some(queue)));
         let shutdown = async {
             let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
                 return std::future::pending().await;

@@ -32,6 +32,11 @@ pub struct Metrics {
     total: Family<FnCode, Counter>,
     seconds: Family<FnCode, Histogram, fn() -> Histogram>,
     service_count: Family<Fn, Gauge>,
+    async_accepted: Family<Fn, Counter>,
+    async_depth: Gauge,
+    async_inflight: Gauge,
+    async_retries: Family<Fn, Counter>,
+    async_dead: Family<Fn, Counter>,
     counts: Mutex<HashMap<String, u64>>,
 }
 
@@ -52,7 +57,26 @@ impl Metrics {
         registry.register("gateway_function_invocation", "Function calls completed, by status code", total.clone());
         registry.register("gateway_functions_seconds", "Function call duration in seconds", seconds.clone());
         registry.register("gateway_service_count", "Desired replicas of each function", service_count.clone());
-        Metrics { registry, started, total, seconds, service_count, counts: Mutex::new(HashMap::new()) }
+        let (async_accepted, async_retries, async_dead) = (Family::default(), Family::default(), Family::default());
+        let (async_depth, async_inflight) = (Gauge::default(), Gauge::default());
+        registry.register("gateway_async_accepted", "Asynchronous calls accepted (202)", async_accepted.clone());
+        registry.register("gateway_async_queue_depth", "Asynchronous calls waiting", async_depth.clone());
+        registry.register("gateway_async_inflight", "Asynchronous calls running in this process", async_inflight.clone());
+        registry.register("gateway_async_retries", "Asynchronous attempts retried", async_retries.clone());
+        registry.register("gateway_async_dead_letters", "Asynchronous calls moved to dead letters", async_dead.clone());
+        Metrics {
+            registry,
+            started,
+            total,
+            seconds,
+            service_count,
+            async_accepted,
+            async_depth,
+            async_inflight,
+            async_retries,
+            async_dead,
+            counts: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn started(&self, function: &str) {
@@ -77,6 +101,26 @@ impl Metrics {
 
     pub fn forget(&self, function: &str) {
         self.service_count.remove(&Fn { function_name: function.to_string() });
+    }
+
+    pub fn async_accepted(&self, function: &str) {
+        self.async_accepted.get_or_create(&Fn { function_name: function.to_string() }).inc();
+    }
+
+    pub fn async_retry(&self, function: &str) {
+        self.async_retries.get_or_create(&Fn { function_name: function.to_string() }).inc();
+    }
+
+    pub fn async_dead_letter(&self, function: &str) {
+        self.async_dead.get_or_create(&Fn { function_name: function.to_string() }).inc();
+    }
+
+    pub fn set_async_depth(&self, n: u64) {
+        self.async_depth.set(n as i64);
+    }
+
+    pub fn set_async_inflight(&self, n: u64) {
+        self.async_inflight.set(n as i64);
     }
 
     pub fn encode(&self) -> String {

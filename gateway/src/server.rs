@@ -32,14 +32,23 @@ pub struct App {
     pub runtime: Option<Arc<Runtime>>,
     /// The external provider (`functions_provider_url`).
     pub external: Option<Arc<crate::external::External>>,
+    /// The async queue (embedded unless NATS is configured).
+    pub queue: Option<Arc<dyn crate::queue::Backend>>,
     /// Requests whose response is not completely written yet (drained at shutdown).
     in_flight: AtomicUsize,
     stop: tokio::sync::watch::Sender<bool>,
 }
 
 impl App {
-    pub fn new(cfg: Config, credentials: Option<Credentials>, runtime: Option<Arc<Runtime>>, external: Option<Arc<crate::external::External>>) -> App {
+    pub fn new(
+        cfg: Config,
+        credentials: Option<Credentials>,
+        runtime: Option<Arc<Runtime>>,
+        external: Option<Arc<crate::external::External>>,
+        queue: Option<Arc<dyn crate::queue::Backend>>,
+    ) -> App {
         App {
+            queue,
             external,
             cfg,
             credentials,
@@ -66,8 +75,10 @@ enum Route {
     System,
     /// `/function/…`: no auth.
     Invoke,
-    /// `/async-function/…`: no auth, not served yet.
+    /// `/async-function/…`: no auth.
     AsyncInvoke,
+    /// `/system/async/dead-letters…`: the gateway's own queue, whatever the provider.
+    DeadLetters,
     NoUi,
 }
 
@@ -97,7 +108,7 @@ fn route(path: &str) -> Option<(Route, &'static [Method])> {
         }
         p if p.starts_with("/system/namespace/") && !p[18..].contains('/') => (Route::System, CRUD),
         p if p == "/system/async/dead-letters" || p.starts_with("/system/async/dead-letters/") => {
-            (Route::System, &[M::GET, M::POST, M::DELETE])
+            (Route::DeadLetters, &[M::GET, M::POST, M::DELETE])
         }
         _ if invoke("/function/") => (Route::Invoke, &[M::GET, M::POST, M::PUT, M::PATCH, M::DELETE, M::OPTIONS, M::HEAD]),
         _ if invoke("/async-function/") => (Route::AsyncInvoke, &[M::POST]),
@@ -128,7 +139,7 @@ async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Resp
         }
         return resp;
     }
-    let needs_auth = matches!(route, Route::Info | Route::Telemetry | Route::System);
+    let needs_auth = matches!(route, Route::Info | Route::Telemetry | Route::System | Route::DeadLetters);
     if needs_auth {
         if let Some(creds) = &app.credentials {
             if !creds.check(req.headers().get(http::header::AUTHORIZATION)) {
@@ -167,7 +178,16 @@ async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Resp
             let (name, rest) = after.split_at(after.find('/').unwrap_or(after.len()));
             crate::invoke::invoke(&app, req, peer, name, rest).await
         }
-        Route::AsyncInvoke => error(StatusCode::NOT_IMPLEMENTED, "not implemented yet in this gateway"),
+        Route::AsyncInvoke => {
+            let path = req.uri().path().to_string();
+            let after = &path["/async-function/".len()..];
+            let (name, rest) = after.split_at(after.find('/').unwrap_or(after.len()));
+            crate::async_invoke::enqueue(&app, req, name, rest).await
+        }
+        Route::DeadLetters => match crate::async_invoke::dead_letters(&app, req).await {
+            Ok(resp) => resp,
+            Err(e) => e.response(),
+        },
         Route::NoUi => unreachable!("answered above"),
     }
 }
@@ -310,6 +330,10 @@ pub async fn run(listener: TcpListener, metrics: Option<TcpListener>, app: Arc<A
     if let Some(ext) = app.external.clone() {
         tokio::spawn(crate::external::poll_service_count(app.clone(), ext, stop_rx.clone()));
     }
+    let worker = match (&app.queue, app.cfg.async_workers) {
+        (Some(q), true) => Some(tokio::spawn(crate::async_invoke::worker(app.clone(), q.clone(), stop_rx.clone()))),
+        _ => None,
+    };
     let main = tokio::spawn(serve(listener, app.clone(), handle, stopped(stop_rx)));
     shutdown.await;
     app.shutting_down.store(true, Ordering::Release);
@@ -319,6 +343,10 @@ pub async fn run(listener: TcpListener, metrics: Option<TcpListener>, app: Arc<A
     let limit = tokio::time::Instant::now() + app.cfg.write_timeout;
     while app.in_flight.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < limit {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Unfinished async records stay queued (replayed at the next start).
+    if let Some(w) = worker {
+        w.abort();
     }
     if let Some(rt) = &app.runtime {
         rt.shutdown().await;

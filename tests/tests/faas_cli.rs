@@ -56,6 +56,9 @@ fn f51_to_f59_recorded_sequences() {
     // 55 invoke, no credentials.
     let r = gw.request("POST", "/function/echo.openfaas-fn", &[("User-Agent", "faas-cli/0.18.12 (openfaas; linux; amd64)"), ("Content-Type", "text/plain")], b"hi");
     assert_eq!((r.status, r.text().as_str()), (200, "hi"));
+    let r = gw.request("POST", "/async-function/echo.openfaas-fn", &[("User-Agent", "faas-cli/0.18.12 (openfaas; linux; amd64)"), ("Content-Type", "text/plain")], b"hi");
+    assert_eq!((r.status, r.body.len()), (202, 0));
+    assert!(r.header("x-call-id").is_some());
     // 56 secrets
     assert_eq!(send(&gw, "POST", "/system/secrets", &auth, &json!({"name": "s1", "value": "s"})).status, 201);
     assert_eq!(send(&gw, "POST", "/system/secrets", &auth, &json!({"name": "s1", "value": "s"})).status, 409);
@@ -153,6 +156,7 @@ fn f60_real_faas_cli() {
     let d = cli.ok(&["describe", "echo"], "");
     assert!(d.contains("Status:             Ready") && d.contains("Function Process:   cat"), "{d}");
     assert_eq!(cli.ok(&["invoke", "echo"], "hi\n"), "hi\n");
+    assert!(cli.ok(&["invoke", "--async", "echo"], "later\n").contains("Function submitted asynchronously."));
     cli.ok(&["deploy", "--image", "demo", "--name", "envfn", "--fprocess", "env"], "");
     cli.ok(&["ready", "envfn"], "");
     let e = cli.ok(&["invoke", "envfn", "-m", "PUT", "-H", "X-A: 1", "--query", "q=1", "--content-type", "text/csv"], "body");

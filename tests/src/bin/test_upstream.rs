@@ -22,6 +22,11 @@ fn full(b: impl Into<Bytes>) -> Body {
     Full::new(b.into()).boxed_unsync()
 }
 
+type Calls = std::sync::Mutex<std::collections::HashMap<u64, Vec<std::time::Instant>>>;
+static CALLS: std::sync::LazyLock<Calls> = std::sync::LazyLock::new(Default::default);
+/// Per key: calls running now, most at once.
+static CONCURRENT: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<u64, (u64, u64)>>> = std::sync::LazyLock::new(Default::default);
+
 fn query(req: &Request<Incoming>, key: &str) -> Option<u64> {
     req.uri().query()?.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=')?;
@@ -92,6 +97,52 @@ async fn handle(mut req: Request<Incoming>) -> Result<Response<Body>, Infallible
             .unwrap(),
         "/big" => Response::new(full(vec![b'x'; query(&req, "bytes").unwrap_or(0) as usize])),
         "/pid" => Response::new(full(std::process::id().to_string())),
+        // Async tests: `/flaky?key=K&fail=N&code=C` answers C (503) to its first N calls per key,
+        // then 200 with the body; `/flaky-log?key=K` lists the calls' times (ms since the first).
+        "/flaky" => {
+            let key = query(&req, "key").unwrap_or(0);
+            let fail = query(&req, "fail").unwrap_or(0) as usize;
+            let code = query(&req, "code").and_then(|c| StatusCode::from_u16(c as u16).ok()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            let n = {
+                let mut calls = CALLS.lock().unwrap();
+                let v = calls.entry(key).or_default();
+                v.push(std::time::Instant::now());
+                v.len()
+            };
+            let body = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+            if n <= fail {
+                Response::builder().status(code).body(full(format!("failure {n}"))).unwrap()
+            } else {
+                Response::builder().header("x-attempt", n.to_string()).body(full(body)).unwrap()
+            }
+        }
+        "/flaky-log" => {
+            let key = query(&req, "key").unwrap_or(0);
+            let calls = CALLS.lock().unwrap();
+            let v = calls.get(&key).cloned().unwrap_or_default();
+            let first = v.first().copied();
+            let ms: Vec<String> = v.iter().map(|t| first.map(|f| t.duration_since(f).as_millis()).unwrap_or(0).to_string()).collect();
+            Response::new(full(ms.join(" ")))
+        }
+        // `/concurrency?key=K&ms=N`: holds each call N ms and records the most at once per key;
+        // `/concurrency-max?key=K` tells it.
+        "/concurrency" => {
+            let key = query(&req, "key").unwrap_or(0);
+            let ms = query(&req, "ms").unwrap_or(200);
+            {
+                let mut c = CONCURRENT.lock().unwrap();
+                let e = c.entry(key).or_default();
+                e.0 += 1;
+                e.1 = e.1.max(e.0);
+            }
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            CONCURRENT.lock().unwrap().entry(key).or_default().0 -= 1;
+            Response::new(full("done"))
+        }
+        "/concurrency-max" => {
+            let key = query(&req, "key").unwrap_or(0);
+            Response::new(full(CONCURRENT.lock().unwrap().get(&key).map(|e| e.1).unwrap_or(0).to_string()))
+        }
         p if p.starts_with("/status/") => {
             let code = p[8..].parse::<u16>().ok().and_then(|c| StatusCode::from_u16(c).ok()).unwrap_or(StatusCode::IM_A_TEAPOT);
             Response::builder().status(code).header("x-custom", "yes").body(full(format!("status {}", code.as_u16()))).unwrap()

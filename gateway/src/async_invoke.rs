@@ -1,0 +1,354 @@
+//! `/async-function/{name}[/path]` (spec §11): checked, stored durably, then 202; workers invoke
+//! through the synchronous path, retry with backoff, call back, and keep dead letters.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use watchdog::body::{self, RespBody};
+
+use crate::api::{self, param, query};
+use crate::error::ApiError;
+use crate::invoke::{self, strip_hop_headers, CallHeaders};
+use crate::model::split_name;
+use crate::queue::{backoff, dead_letter_json, unix_nanos, Backend, Meta, Record, Taken};
+use crate::server::App;
+
+pub const LABEL_MAX_INFLIGHT: &str = "com.openfaas.async.max_inflight";
+
+/// The function a route names, if it exists: (name, namespace, labels).
+async fn resolve(app: &App, name: &str, ns: &str) -> Result<(String, String, std::collections::BTreeMap<String, String>), ApiError> {
+    if let Some(rt) = &app.runtime {
+        let f = rt.lookup(name, ns).ok_or_else(|| ApiError::function_not_found(name, ns))?;
+        let labels = rt.deployment(name, ns).map(|d| d.spec.labels).unwrap_or_default();
+        return Ok((f.name.clone(), f.namespace.clone(), labels));
+    }
+    if let Some(ext) = &app.external {
+        let st = ext.status(name, ns).await?;
+        return Ok((name.to_string(), ns.to_string(), st.spec.labels));
+    }
+    Err(ApiError::NotImplemented("no provider".into()))
+}
+
+fn check_callback(v: &HeaderValue) -> Result<String, ApiError> {
+    let bad = |why: &str| ApiError::BadRequest(format!("invalid X-Callback-Url: {why}"));
+    let s = v.to_str().map_err(|_| bad("not text"))?.trim();
+    if s.is_empty() {
+        return Err(bad("empty"));
+    }
+    let uri: Uri = s.parse().map_err(|_| bad("not a URL"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => return Err(bad("https callbacks are not supported by this gateway (use http)")),
+        _ => return Err(bad("must be an absolute http URL")),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(bad("no host"));
+    }
+    Ok(s.to_string())
+}
+
+/// §11.1, in order: function, callback URL, body limit, ids, durable store, 202.
+pub async fn enqueue(app: &Arc<App>, req: Request<Incoming>, full: &str, rest: &str) -> Response<RespBody> {
+    match enqueue_inner(app, req, full, rest).await {
+        Ok(r) => r,
+        Err(e) => e.response(),
+    }
+}
+
+async fn enqueue_inner(app: &Arc<App>, req: Request<Incoming>, full: &str, rest: &str) -> Result<Response<RespBody>, ApiError> {
+    let Some(queue) = app.queue.clone() else { return Err(ApiError::NotImplemented("no async queue".into())) };
+    let (name, ns) = split_name(full, &app.cfg.function_namespace);
+    if name.is_empty() {
+        return Err(ApiError::BadRequest(format!("invalid function name {full:?}: the name is empty")));
+    }
+    let (name, ns, _) = resolve(app, name, ns).await?;
+    let callback_url = req.headers().get("x-callback-url").map(check_callback).transpose()?;
+    let limit = app.cfg.async_max_body_bytes;
+    let ids = CallHeaders::from_request(req.headers());
+    let (parts, incoming) = req.into_parts();
+    let body = match body::collect_limited(incoming, limit).await {
+        Ok(b) => b,
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(ApiError::TooLarge(format!("request body exceeds async limit of {limit} bytes")))
+        }
+        Err(e) => return Err(ApiError::BadRequest(format!("cannot read request body: {e}"))),
+    };
+    let mut headers = parts.headers;
+    strip_hop_headers(&mut headers);
+    for h in [header::HOST, header::CONTENT_LENGTH] {
+        headers.remove(h);
+    }
+    headers.remove("x-callback-url");
+    let meta = Meta {
+        call_id: ids.call_id.to_str().unwrap_or_default().to_string(),
+        function: name.clone(),
+        namespace: ns.clone(),
+        method: parts.method.to_string(),
+        path: rest.to_string(),
+        query: parts.uri.query().map(str::to_string),
+        headers: headers.iter().map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect(),
+        callback_url,
+        traceparent: ids.traceparent.to_str().unwrap_or_default().to_string(),
+        enqueued_at: unix_nanos(SystemTime::now()),
+        ..Meta::default()
+    };
+    queue.push(Record { meta, body }).await.map_err(|e| ApiError::Internal(format!("cannot queue request: {e}")))?;
+    app.metrics.async_accepted(&format!("{name}.{ns}"));
+    let mut resp = body::status_only(StatusCode::ACCEPTED);
+    ids.apply_response(resp.headers_mut());
+    Ok(resp)
+}
+
+/// Runs queued calls until `stop` turns true: at most `async_max_inflight` at once, and per
+/// function at most its `com.openfaas.async.max_inflight` label.
+pub async fn worker(app: Arc<App>, queue: Arc<dyn Backend>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let running = Arc::new(AtomicUsize::new(0));
+    let per_fn: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let freed = Arc::new(tokio::sync::Notify::new());
+    let max = app.cfg.async_max_inflight.max(1);
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let free = max.saturating_sub(running.load(Ordering::Acquire));
+        let mut got = Vec::new();
+        if free > 0 {
+            let counts = per_fn.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let admitted: Mutex<HashMap<String, usize>> = Mutex::new(HashMap::new());
+            let admit = |m: &Meta| {
+                let key = format!("{}.{}", m.function, m.namespace);
+                let cap = function_cap(&app, &m.function, &m.namespace);
+                let mut adm = admitted.lock().unwrap_or_else(|e| e.into_inner());
+                let n = counts.get(&key).copied().unwrap_or(0) + adm.get(&key).copied().unwrap_or(0);
+                if cap.is_some_and(|c| n >= c) {
+                    return false;
+                }
+                *adm.entry(key).or_default() += 1;
+                true
+            };
+            match queue.take(free, &admit).await {
+                Ok(t) => got = t,
+                Err(e) => watchdog::logs::error(&format!("async queue: {e}")),
+            }
+        }
+        app.metrics.set_async_depth(queue.depth());
+        if got.is_empty() {
+            tokio::select! {
+                _ = queue.wait() => {}
+                _ = freed.notified() => {}
+                _ = async { stop.wait_for(|s| *s).await.is_ok() } => return,
+            }
+            continue;
+        }
+        for t in got {
+            let key = t.record.key();
+            running.fetch_add(1, Ordering::AcqRel);
+            *per_fn.lock().unwrap_or_else(|e| e.into_inner()).entry(key.clone()).or_default() += 1;
+            app.metrics.set_async_inflight(running.load(Ordering::Acquire) as u64);
+            let (app, queue, running, per_fn, freed) = (app.clone(), queue.clone(), running.clone(), per_fn.clone(), freed.clone());
+            tokio::spawn(async move {
+                process(&app, &*queue, t).await;
+                running.fetch_sub(1, Ordering::AcqRel);
+                if let Some(n) = per_fn.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&key) {
+                    *n = n.saturating_sub(1);
+                }
+                app.metrics.set_async_inflight(running.load(Ordering::Acquire) as u64);
+                freed.notify_one();
+            });
+        }
+    }
+}
+
+fn function_cap(app: &App, name: &str, ns: &str) -> Option<usize> {
+    let rt = app.runtime.as_ref()?;
+    rt.deployment(name, ns)?.spec.labels.get(LABEL_MAX_INFLIGHT)?.trim().parse::<usize>().ok().filter(|n| *n > 0)
+}
+
+const RETRYABLE: [u16; 4] = [429, 502, 503, 504];
+
+/// One attempt of a record, then its retry, callback, dead letter or acknowledgement.
+async fn process(app: &Arc<App>, queue: &dyn Backend, t: Taken) {
+    let mut rec = t.record.clone();
+    let key = rec.key();
+    rec.meta.attempts += 1;
+    let started = Instant::now();
+    let (status, headers, body) = call(app, &rec).await;
+    let took = started.elapsed();
+    rec.meta.last_status = Some(status.as_u16());
+    rec.meta.last_error = (!status.is_success()).then(|| {
+        let text = String::from_utf8_lossy(&body[..body.len().min(200)]).trim_end().to_string();
+        format!("status {}: {text}", status.as_u16())
+    });
+    let retryable = RETRYABLE.contains(&status.as_u16());
+    if retryable && rec.meta.attempts <= app.cfg.async_max_retries {
+        app.metrics.async_retry(&key);
+        let wait = backoff(rec.meta.attempts, app.cfg.async_retry_initial_wait, app.cfg.async_retry_max_wait);
+        if let Err(e) = queue.retry_at(t, rec, SystemTime::now() + wait).await {
+            watchdog::logs::error(&format!("async queue: {e}"));
+        }
+        return;
+    }
+    let mut dead = retryable;
+    if let Some(url) = rec.meta.callback_url.clone() {
+        if let Err(why) = callback(app, &rec, &url, status, headers, body, took).await {
+            rec.meta.last_error = Some(format!("callback failed: {why}"));
+            dead = true;
+        }
+    }
+    let done = if dead {
+        app.metrics.async_dead_letter(&key);
+        watchdog::logs::warn(&format!("async call {} to {key} moved to dead letters after {} attempts", rec.meta.call_id, rec.meta.attempts));
+        queue.dead_letter(t, rec).await
+    } else {
+        queue.ack(t).await
+    };
+    if let Err(e) = done {
+        watchdog::logs::error(&format!("async queue: {e}"));
+    }
+}
+
+/// The function's answer through the synchronous path (§7): status, headers, whole body.
+async fn call(app: &Arc<App>, rec: &Record) -> (StatusCode, http::HeaderMap, Bytes) {
+    let m = &rec.meta;
+    let full = format!("{}.{}", m.function, m.namespace);
+    let mut target = format!("/function/{full}{}", m.path);
+    if let Some(q) = &m.query {
+        target.push('?');
+        target.push_str(q);
+    }
+    let mut req = Request::new(Full::new(rec.body.clone()));
+    *req.method_mut() = Method::POST;
+    if let Ok(u) = target.parse() {
+        *req.uri_mut() = u;
+    }
+    for (k, v) in &m.headers {
+        if let (Ok(k), Ok(v)) = (header::HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+            req.headers_mut().append(k, v);
+        }
+    }
+    for (k, v) in [(invoke::X_CALL_ID, &m.call_id), (invoke::TRACEPARENT, &m.traceparent)] {
+        if let Ok(v) = HeaderValue::from_str(v) {
+            req.headers_mut().insert(k, v);
+        }
+    }
+    req.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(rec.body.len()));
+    let peer = SocketAddr::from(([127, 0, 0, 1], 0));
+    let resp = invoke::invoke(app, req, peer, &full, &m.path).await;
+    let (parts, body) = resp.into_parts();
+    let bytes = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+    (parts.status, parts.headers, bytes)
+}
+
+/// POSTs the final result to the callback URL (§11.4), retrying connection failures, 429 and
+/// 5xx with the same backoff and limit.
+async fn callback(app: &App, rec: &Record, url: &str, status: StatusCode, mut headers: http::HeaderMap, body: Bytes, took: Duration) -> Result<(), String> {
+    strip_hop_headers(&mut headers);
+    for h in [header::CONTENT_LENGTH, header::HOST] {
+        headers.remove(h);
+    }
+    let set = |h: &mut http::HeaderMap, k: &'static str, v: &str| {
+        if let Ok(v) = HeaderValue::from_str(v) {
+            h.insert(k, v);
+        }
+    };
+    set(&mut headers, "x-function-status", status.as_str());
+    set(&mut headers, "x-function-name", &rec.key());
+    set(&mut headers, invoke::X_CALL_ID, &rec.meta.call_id);
+    set(&mut headers, invoke::TRACEPARENT, &rec.meta.traceparent);
+    headers.insert(watchdog::body::X_DURATION, watchdog::body::duration_value(took));
+    let uri: Uri = url.parse().map_err(|e| format!("bad callback URL: {e}"))?;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let outcome = post_once(&uri, &headers, body.clone(), app.cfg.async_callback_timeout).await;
+        let retry = match &outcome {
+            Ok(code) if *code == 429 || *code >= 500 => format!("status {code}"),
+            Ok(_) => return Ok(()),
+            Err(e) => e.clone(),
+        };
+        if attempt > app.cfg.async_max_retries {
+            return Err(retry);
+        }
+        tokio::time::sleep(backoff(attempt, app.cfg.async_retry_initial_wait, app.cfg.async_retry_max_wait)).await;
+    }
+}
+
+async fn post_once(uri: &Uri, headers: &http::HeaderMap, body: Bytes, timeout: Duration) -> Result<u16, String> {
+    let authority = uri.authority().ok_or("no host")?;
+    let addr = match authority.port_u16() {
+        Some(_) => authority.as_str().to_string(),
+        None => format!("{}:80", authority.host()),
+    };
+    let attempt = async {
+        let stream = tokio::net::TcpStream::connect(&addr).await.map_err(|e| format!("{e}"))?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake::<_, Full<Bytes>>(hyper_util::rt::TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let mut req = Request::new(Full::new(body));
+        *req.method_mut() = Method::POST;
+        *req.uri_mut() = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").parse().map_err(|e| format!("{e}"))?;
+        *req.headers_mut() = headers.clone();
+        if let Ok(h) = HeaderValue::from_str(authority.as_str()) {
+            req.headers_mut().insert(header::HOST, h);
+        }
+        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+        let code = resp.status().as_u16();
+        let _ = resp.into_body().collect().await;
+        Ok(code)
+    };
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("no answer within {}", watchdog::format::go_duration(timeout))),
+    }
+}
+
+/// `/system/async/dead-letters[/{callId}[/retry]]` (§11.3).
+pub async fn dead_letters(app: &App, req: Request<Incoming>) -> Result<Response<RespBody>, ApiError> {
+    let Some(queue) = app.queue.clone() else { return Err(ApiError::NotImplemented("no async queue".into())) };
+    let q = query(req.uri().query());
+    let path = req.uri().path().trim_end_matches('/').to_string();
+    let rest = path.strip_prefix("/system/async/dead-letters").unwrap_or("");
+    let internal = |e: crate::queue::QueueError| ApiError::Internal(e.to_string());
+    match (req.method().clone(), rest) {
+        (Method::GET, "") => {
+            let filter = param(&q, "function").filter(|f| !f.is_empty()).map(|f| {
+                let (n, ns) = split_name(f, &app.cfg.function_namespace);
+                (n.to_string(), ns.to_string())
+            });
+            let list: Vec<serde_json::Value> = queue
+                .dead_letters()
+                .await
+                .map_err(internal)?
+                .iter()
+                .filter(|r| filter.as_ref().is_none_or(|(n, ns)| &r.meta.function == n && &r.meta.namespace == ns))
+                .map(dead_letter_json)
+                .collect();
+            Ok(api::json(StatusCode::OK, &list))
+        }
+        (Method::POST, r) if r.ends_with("/retry") && r.matches('/').count() == 2 => {
+            let id = r.trim_start_matches('/').trim_end_matches("/retry").to_string();
+            if queue.retry_dead(id.clone()).await.map_err(internal)? {
+                Ok(api::status(StatusCode::ACCEPTED))
+            } else {
+                Err(ApiError::NotFound(format!("dead letter {id} not found")))
+            }
+        }
+        (Method::DELETE, r) if r.matches('/').count() == 1 => {
+            let id = r.trim_start_matches('/').to_string();
+            if queue.delete_dead(id.clone()).await.map_err(internal)? {
+                Ok(api::status(StatusCode::ACCEPTED))
+            } else {
+                Err(ApiError::NotFound(format!("dead letter {id} not found")))
+            }
+        }
+        _ => Err(ApiError::NotFound("not found".into())),
+    }
+}

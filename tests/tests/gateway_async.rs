@@ -1,0 +1,245 @@
+//! Asynchronous invocation with the embedded queue (gateway.md §11; checklist 39-44, 62, 64):
+//! the real gateway, real replicas, and a real HTTP callback receiver.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use e2e::*;
+use serde_json::json;
+
+const T: Duration = Duration::from_secs(20);
+
+/// One request received by the callback server.
+#[derive(Debug, Clone)]
+struct Callback {
+    headers: HashMap<String, String>,
+    body: Vec<u8>,
+}
+
+/// An HTTP server recording every POST; answers with `codes` in turn, then 200.
+struct Receiver {
+    port: u16,
+    got: Arc<Mutex<Vec<Callback>>>,
+}
+
+impl Receiver {
+    fn start(codes: Vec<u16>) -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let got: Arc<Mutex<Vec<Callback>>> = Arc::default();
+        let g = got.clone();
+        let codes = Arc::new(Mutex::new(codes.into_iter()));
+        std::thread::spawn(move || {
+            for s in listener.incoming().flatten() {
+                let (g, codes) = (g.clone(), codes.clone());
+                std::thread::spawn(move || {
+                    let mut r = BufReader::new(s.try_clone().unwrap());
+                    let mut headers = HashMap::new();
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    loop {
+                        line.clear();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                            break;
+                        }
+                        if let Some((k, v)) = line.trim_end().split_once(':') {
+                            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+                        }
+                    }
+                    let mut body = Vec::new();
+                    if let Some(n) = headers.get("content-length").and_then(|n| n.parse::<usize>().ok()) {
+                        body.resize(n, 0);
+                        r.read_exact(&mut body).unwrap();
+                    } else if headers.get("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
+                        loop {
+                            line.clear();
+                            r.read_line(&mut line).unwrap();
+                            let n = usize::from_str_radix(line.trim(), 16).unwrap_or(0);
+                            let mut chunk = vec![0u8; n + 2];
+                            r.read_exact(&mut chunk).unwrap();
+                            if n == 0 {
+                                break;
+                            }
+                            body.extend_from_slice(&chunk[..n]);
+                        }
+                    }
+                    let code = codes.lock().unwrap().next().unwrap_or(200);
+                    g.lock().unwrap().push(Callback { headers, body });
+                    let mut s = s;
+                    let _ = write!(s, "HTTP/1.1 {code} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                });
+            }
+        });
+        Receiver { port, got }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/cb", self.port)
+    }
+
+    fn wait(&self, n: usize) -> Vec<Callback> {
+        assert!(eventually(T, || self.got.lock().unwrap().len() >= n), "{n} callbacks expected, got {:?}", self.got.lock().unwrap());
+        self.got.lock().unwrap().clone()
+    }
+}
+
+fn deploy_upstream(gw: &Watchdog, name: &str, labels: serde_json::Value) {
+    let mut d = upstream_function(name);
+    d["labels"] = labels;
+    assert_eq!(gw.json("POST", "/system/functions", &d).status, 202);
+    gw.wait_available(name, 1, T);
+}
+
+/// A unique key for test-upstream's per-key counters.
+fn key() -> u64 {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    u64::from(std::process::id()) * 1000 + N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+fn fast_retries(s: Setup) -> Setup {
+    s.env("async_retry_initial_wait", "200ms").env("async_retry_max_wait", "2s")
+}
+
+#[test]
+fn a39_rejections_queue_nothing() {
+    let gw = open_gateway().env("async_max_body_bytes", "1000").env("metrics_port", &free_port().to_string()).start();
+    deploy_upstream(&gw, "up", json!({}));
+    let r = gw.post("/async-function/missing", b"x");
+    assert_eq!((r.status, r.header("x-openfaas-internal")), (404, Some("gateway")));
+    assert_eq!(gw.post("/async-function/up.other", b"x").status, 404);
+    let r = gw.post("/async-function/up", &[b'a'; 1001]);
+    assert_eq!((r.status, r.text().as_str()), (413, "request body exceeds async limit of 1000 bytes\n"));
+    for bad in ["", "ftp://x/y", "/relative", "http://"] {
+        let r = gw.request("POST", "/async-function/up", &[("X-Callback-Url", bad)], b"x");
+        assert_eq!(r.status, 400, "{bad:?}: {}", r.text());
+    }
+    assert_eq!(gw.post("/async-function/up", &[b'a'; 1000]).status, 202, "exactly the limit is accepted");
+    let m = request(gw.metrics_port.unwrap(), "GET", "/metrics", &[], b"").text();
+    assert!(m.contains("gateway_async_accepted_total{function_name=\"up.openfaas-fn\"} 1"), "{m}");
+}
+
+#[test]
+fn a40_a41_call_runs_once_and_calls_back() {
+    let gw = open_gateway().start();
+    deploy_upstream(&gw, "up", json!({}));
+    let cb = Receiver::start(vec![]);
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let r = gw.request("POST", "/async-function/up/info?x=1", &[("X-Callback-Url", &cb.url()), ("traceparent", tp), ("X-Custom", "c")], b"payload");
+    assert_eq!((r.status, r.body.len()), (202, 0));
+    let id = r.header("x-call-id").expect("X-Call-Id").to_string();
+    assert!(r.header("x-start-time").is_some());
+    let got = cb.wait(1);
+    let c = &got[0];
+    let body = String::from_utf8_lossy(&c.body);
+    assert!(body.starts_with("method POST\ntarget /info?x=1\n"), "{body}");
+    assert!(body.contains("x-custom: c\n") && body.contains(&format!("x-call-id: {id}\n")) && body.contains("body-bytes 7\n"), "{body}");
+    assert!(body.contains(&format!("traceparent: {tp}\n")), "{body}");
+    assert_eq!(c.headers.get("x-function-status").map(String::as_str), Some("200"));
+    assert_eq!(c.headers.get("x-function-name").map(String::as_str), Some("up.openfaas-fn"));
+    assert_eq!(c.headers.get("x-call-id"), Some(&id));
+    assert_eq!(c.headers.get("traceparent").map(String::as_str), Some(tp));
+    let d = c.headers.get("x-duration-seconds").expect("X-Duration-Seconds");
+    assert!(d.split_once('.').is_some_and(|(_, f)| f.len() == 6), "{d}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(cb.got.lock().unwrap().len(), 1, "called back once");
+}
+
+#[test]
+fn a42_a43_retries_with_growing_gaps_and_final_statuses() {
+    let gw = fast_retries(open_gateway()).start();
+    deploy_upstream(&gw, "up", json!({}));
+    let cb = Receiver::start(vec![]);
+    let k = key();
+    assert_eq!(gw.request("POST", &format!("/async-function/up/flaky?key={k}&fail=2"), &[("X-Callback-Url", &cb.url())], b"ok").status, 202);
+    let got = cb.wait(1);
+    assert_eq!(got[0].headers.get("x-function-status").map(String::as_str), Some("200"));
+    assert_eq!(got[0].body, b"ok");
+    let log = gw.get(&format!("/function/up/flaky-log?key={k}")).text();
+    let t: Vec<u64> = log.split_whitespace().map(|x| x.parse().unwrap()).collect();
+    assert_eq!(t.len(), 3, "three attempts: {log}");
+    let (g1, g2) = (t[1] - t[0], t[2] - t[1]);
+    assert!(g1 >= 150 && g2 > g1, "growing gaps: {g1} ms then {g2} ms");
+    // 400 is final: one attempt, called back with 400.
+    let k = key();
+    assert_eq!(gw.request("POST", &format!("/async-function/up/flaky?key={k}&fail=9&code=400"), &[("X-Callback-Url", &cb.url())], b"").status, 202);
+    let got = cb.wait(2);
+    assert_eq!(got[1].headers.get("x-function-status").map(String::as_str), Some("400"));
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(gw.get(&format!("/function/up/flaky-log?key={k}")).text().split_whitespace().count(), 1);
+}
+
+#[test]
+fn a44_sigkill_after_202_still_runs_after_restart() {
+    let state = temp_dir("async-kill");
+    let s = state.to_str().unwrap();
+    let mut gw = open_gateway().env("state_dir", s).start();
+    deploy_upstream(&gw, "up", json!({}));
+    let cb = Receiver::start(vec![]);
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let r = gw.request("POST", &format!("/async-function/up/slow?ms=300&n={i}"), &[("X-Callback-Url", &cb.url())], b"");
+        assert_eq!(r.status, 202);
+        ids.push(r.header("x-call-id").unwrap().to_string());
+    }
+    gw.signal(libc::SIGKILL);
+    gw.wait_exit(T);
+    let _gw = open_gateway().env("state_dir", s).start();
+    let got = cb.wait(5);
+    for id in &ids {
+        assert!(got.iter().any(|c| c.headers.get("x-call-id") == Some(id) && c.headers.get("x-function-status").map(String::as_str) == Some("200")), "{id} delivered");
+    }
+}
+
+#[test]
+fn a62_dead_letters() {
+    let gw = fast_retries(open_gateway()).env("async_max_retries", "2").env("metrics_port", &free_port().to_string()).start();
+    deploy_upstream(&gw, "up", json!({}));
+    let cb = Receiver::start(vec![]);
+    let k = key();
+    let r = gw.request("POST", &format!("/async-function/up/flaky?key={k}&fail=1000"), &[("X-Callback-Url", &cb.url())], b"");
+    let id = r.header("x-call-id").unwrap().to_string();
+    let got = cb.wait(1);
+    assert_eq!(got[0].headers.get("x-function-status").map(String::as_str), Some("503"));
+    assert_eq!(gw.get(&format!("/function/up/flaky-log?key={k}")).text().split_whitespace().count(), 3, "1 + 2 retries");
+    let list = gw.get("/system/async/dead-letters").json();
+    assert!(eventually(T, || gw.get("/system/async/dead-letters").json().as_array().is_some_and(|a| a.len() == 1)), "{list}");
+    let dl = gw.get("/system/async/dead-letters?function=up.openfaas-fn").json()[0].clone();
+    assert_eq!((dl["callId"].as_str(), dl["function"].as_str(), dl["namespace"].as_str()), (Some(id.as_str()), Some("up"), Some("openfaas-fn")));
+    assert_eq!((dl["attempts"].as_u64(), dl["lastStatus"].as_u64()), (Some(3), Some(503)));
+    assert!(dl["lastError"].as_str().unwrap().starts_with("status 503: failure 3"), "{dl}");
+    assert!(dl["enqueuedAt"].as_str().unwrap().ends_with('Z') && dl["failedAt"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(gw.get("/system/async/dead-letters?function=other").json(), json!([]));
+    let m = request(gw.metrics_port.unwrap(), "GET", "/metrics", &[], b"").text();
+    assert!(m.contains("gateway_async_dead_letters_total{function_name=\"up.openfaas-fn\"} 1"), "{m}");
+    assert!(m.contains("gateway_async_retries_total{function_name=\"up.openfaas-fn\"} 2"), "{m}");
+    // Retry: queued again with attempts reset; it fails again and is a dead letter again.
+    assert_eq!(gw.post(&format!("/system/async/dead-letters/{id}/retry"), b"").status, 202);
+    cb.wait(2);
+    assert_eq!(gw.get(&format!("/function/up/flaky-log?key={k}")).text().split_whitespace().count(), 6);
+    assert!(eventually(T, || gw.get("/system/async/dead-letters").json()[0]["attempts"] == 3));
+    assert_eq!(gw.request("DELETE", &format!("/system/async/dead-letters/{id}"), &[], b"").status, 202);
+    assert_eq!(gw.get("/system/async/dead-letters").json(), json!([]));
+    assert_eq!(gw.request("DELETE", &format!("/system/async/dead-letters/{id}"), &[], b"").status, 404);
+    assert_eq!(gw.post("/system/async/dead-letters/nope/retry", b"").status, 404);
+}
+
+#[test]
+fn a64_per_function_max_inflight() {
+    let gw = open_gateway().env("async_max_inflight", "8").start();
+    deploy_upstream(&gw, "one", json!({"com.openfaas.async.max_inflight": "1"}));
+    let cb = Receiver::start(vec![]);
+    let k = key();
+    let started = Instant::now();
+    for _ in 0..20 {
+        let r = gw.request("POST", &format!("/async-function/one/concurrency?key={k}&ms=200"), &[("X-Callback-Url", &cb.url())], b"");
+        assert_eq!(r.status, 202);
+    }
+    cb.wait(20);
+    assert!(started.elapsed() >= Duration::from_millis(3900), "serial: {:?}", started.elapsed());
+    assert_eq!(gw.get(&format!("/function/one/concurrency-max?key={k}")).text(), "1", "never overlapped");
+}
