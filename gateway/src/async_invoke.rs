@@ -71,7 +71,7 @@ async fn enqueue_inner(app: &Arc<App>, req: Request<Incoming>, full: &str, rest:
     }
     let (name, ns, _) = resolve(app, name, ns).await?;
     let callback_url = req.headers().get("x-callback-url").map(check_callback).transpose()?;
-    let limit = app.cfg.async_max_body_bytes;
+    let limit = queue.max_body().map_or(app.cfg.async_max_body_bytes, |m| m.min(app.cfg.async_max_body_bytes));
     let ids = CallHeaders::from_request(req.headers());
     let (parts, incoming) = req.into_parts();
     let body = match body::collect_limited(incoming, limit).await {
@@ -100,7 +100,14 @@ async fn enqueue_inner(app: &Arc<App>, req: Request<Incoming>, full: &str, rest:
         enqueued_at: unix_nanos(SystemTime::now()),
         ..Meta::default()
     };
-    queue.push(Record { meta, body }).await.map_err(|e| ApiError::Internal(format!("cannot queue request: {e}")))?;
+    queue.push(Record { meta, body }).await.map_err(|e| {
+        let reason = format!("cannot queue request: {e}");
+        if e.unavailable {
+            ApiError::Unavailable(reason)
+        } else {
+            ApiError::Internal(reason)
+        }
+    })?;
     app.metrics.async_accepted(&format!("{name}.{ns}"));
     let mut resp = body::status_only(StatusCode::ACCEPTED);
     ids.apply_response(resp.headers_mut());
@@ -180,7 +187,17 @@ async fn process(app: &Arc<App>, queue: &dyn Backend, t: Taken) {
     let key = rec.key();
     rec.meta.attempts += 1;
     let started = Instant::now();
-    let (status, headers, body) = call(app, &rec).await;
+    // Long calls report progress, so the broker does not hand the record to another worker.
+    let (status, headers, body) = {
+        let call = call(app, &rec);
+        tokio::pin!(call);
+        loop {
+            tokio::select! {
+                r = &mut call => break r,
+                _ = tokio::time::sleep(Duration::from_secs(10)) => queue.progress(&t).await,
+            }
+        }
+    };
     let took = started.elapsed();
     rec.meta.last_status = Some(status.as_u16());
     rec.meta.last_error = (!status.is_success()).then(|| {
@@ -215,8 +232,12 @@ async fn process(app: &Arc<App>, queue: &dyn Backend, t: Taken) {
     }
 }
 
-/// The function's answer through the synchronous path (§7): status, headers, whole body.
+/// The function's answer through the synchronous path (§7): status, headers, whole body. A
+/// separate `queue-worker` has no provider of its own: it goes through `gateway_url`.
 async fn call(app: &Arc<App>, rec: &Record) -> (StatusCode, http::HeaderMap, Bytes) {
+    if app.runtime.is_none() && app.external.is_none() {
+        return call_remote(app, rec).await;
+    }
     let m = &rec.meta;
     let full = format!("{}.{}", m.function, m.namespace);
     let mut target = format!("/function/{full}{}", m.path);
@@ -229,22 +250,44 @@ async fn call(app: &Arc<App>, rec: &Record) -> (StatusCode, http::HeaderMap, Byt
     if let Ok(u) = target.parse() {
         *req.uri_mut() = u;
     }
-    for (k, v) in &m.headers {
-        if let (Ok(k), Ok(v)) = (header::HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
-            req.headers_mut().append(k, v);
-        }
-    }
-    for (k, v) in [(invoke::X_CALL_ID, &m.call_id), (invoke::TRACEPARENT, &m.traceparent)] {
-        if let Ok(v) = HeaderValue::from_str(v) {
-            req.headers_mut().insert(k, v);
-        }
-    }
+    *req.headers_mut() = record_headers(rec);
     req.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(rec.body.len()));
     let peer = SocketAddr::from(([127, 0, 0, 1], 0));
     let resp = invoke::invoke(app, req, peer, &full, &m.path).await;
     let (parts, body) = resp.into_parts();
     let bytes = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
     (parts.status, parts.headers, bytes)
+}
+
+fn record_headers(rec: &Record) -> http::HeaderMap {
+    let m = &rec.meta;
+    let mut h = http::HeaderMap::new();
+    for (k, v) in &m.headers {
+        if let (Ok(k), Ok(v)) = (header::HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+            h.append(k, v);
+        }
+    }
+    for (k, v) in [(invoke::X_CALL_ID, &m.call_id), (invoke::TRACEPARENT, &m.traceparent)] {
+        if let Ok(v) = HeaderValue::from_str(v) {
+            h.insert(k, v);
+        }
+    }
+    h
+}
+
+async fn call_remote(app: &App, rec: &Record) -> (StatusCode, http::HeaderMap, Bytes) {
+    let m = &rec.meta;
+    let mut url = format!("{}/function/{}.{}{}", app.cfg.gateway_url, m.function, m.namespace, m.path);
+    if let Some(q) = &m.query {
+        url.push('?');
+        url.push_str(q);
+    }
+    let failed = |why: String| (StatusCode::BAD_GATEWAY, http::HeaderMap::new(), Bytes::from(format!("upstream error: {why}\n")));
+    let Ok(uri) = url.parse::<Uri>() else { return failed(format!("bad URL {url}")) };
+    match send_once(&uri, &record_headers(rec), rec.body.clone(), app.cfg.upstream_timeout).await {
+        Ok(r) => r,
+        Err(e) => failed(e),
+    }
 }
 
 /// POSTs the final result to the callback URL (§11.4), retrying connection failures, 429 and
@@ -268,7 +311,7 @@ async fn callback(app: &App, rec: &Record, url: &str, status: StatusCode, mut he
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let outcome = post_once(&uri, &headers, body.clone(), app.cfg.async_callback_timeout).await;
+        let outcome = send_once(&uri, &headers, body.clone(), app.cfg.async_callback_timeout).await.map(|(code, _, _)| code.as_u16());
         let retry = match &outcome {
             Ok(code) if *code == 429 || *code >= 500 => format!("status {code}"),
             Ok(_) => return Ok(()),
@@ -281,7 +324,8 @@ async fn callback(app: &App, rec: &Record, url: &str, status: StatusCode, mut he
     }
 }
 
-async fn post_once(uri: &Uri, headers: &http::HeaderMap, body: Bytes, timeout: Duration) -> Result<u16, String> {
+/// One POST on a new connection: status, headers and body of the answer.
+async fn send_once(uri: &Uri, headers: &http::HeaderMap, body: Bytes, timeout: Duration) -> Result<(StatusCode, http::HeaderMap, Bytes), String> {
     let authority = uri.authority().ok_or("no host")?;
     let addr = match authority.port_u16() {
         Some(_) => authority.as_str().to_string(),
@@ -300,9 +344,9 @@ async fn post_once(uri: &Uri, headers: &http::HeaderMap, body: Bytes, timeout: D
             req.headers_mut().insert(header::HOST, h);
         }
         let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-        let code = resp.status().as_u16();
-        let _ = resp.into_body().collect().await;
-        Ok(code)
+        let (parts, body) = resp.into_parts();
+        let bytes = body.collect().await.map(|c| c.to_bytes()).map_err(|e| e.to_string())?;
+        Ok((parts.status, parts.headers, bytes))
     };
     match tokio::time::timeout(timeout, attempt).await {
         Ok(r) => r,

@@ -37,6 +37,14 @@ pub struct Config {
     pub async_retry_max_wait: Duration,
     pub async_callback_timeout: Duration,
     pub async_workers: bool,
+    /// NATS JetStream queue when set (`faas_nats_address`), else the embedded queue.
+    pub faas_nats_address: Option<String>,
+    pub faas_nats_port: u16,
+    pub faas_nats_channel: String,
+    pub faas_nats_stream: String,
+    pub faas_nats_queue_group: String,
+    /// Where `gateway queue-worker` invokes functions.
+    pub gateway_url: String,
 }
 
 /// Variables faasd and the Helm chart still set; accepted and ignored (logged once).
@@ -166,6 +174,12 @@ impl Config {
             async_retry_max_wait,
             async_callback_timeout,
             async_workers: flag_on(get("async_workers").as_deref(), true),
+            faas_nats_address: get("faas_nats_address"),
+            faas_nats_port: port("faas_nats_port", 4222)?,
+            faas_nats_channel: get("faas_nats_channel").unwrap_or_else(|| "faas-request".into()),
+            faas_nats_stream: get("faas_nats_stream").unwrap_or_else(|| "faas-request".into()),
+            faas_nats_queue_group: get("faas_nats_queue_group").unwrap_or_else(|| "faas".into()),
+            gateway_url: get("gateway_url").unwrap_or_else(|| "http://127.0.0.1:8080".into()).trim_end_matches('/').to_string(),
         };
         Ok((config, warnings))
     }

@@ -86,12 +86,11 @@ fn main() -> ExitCode {
     };
     logs::init(cfg.log_format, true, None);
     if let Command::QueueWorker = command {
-        if !env.contains_key("faas_nats_address") {
+        if cfg.faas_nats_address.is_none() {
             eprintln!("queue-worker needs faas_nats_address: the embedded queue belongs to one gateway");
             return ExitCode::from(1);
         }
-        eprintln!("queue-worker: NATS JetStream workers are not built yet");
-        return ExitCode::from(1);
+        return queue_worker(cfg, env.contains_key("metrics_port"));
     }
     // `gateway up`: everything is read and assembled before anything starts.
     let planned = match &command {
@@ -208,29 +207,91 @@ fn main() -> ExitCode {
             }
             None => None,
         };
-        let queue_path = cfg.state_dir.join("queue.redb");
-        let queue: Arc<dyn gateway::queue::Backend> = match std::fs::create_dir_all(&cfg.state_dir)
-            .map_err(|e| gateway::queue::QueueError(format!("cannot create {}: {e}", cfg.state_dir.display())))
-            .and_then(|_| gateway::queue::embedded::Embedded::open(&queue_path))
-        {
+        let queue = match open_queue(&cfg).await {
             Ok(q) => q,
             Err(e) => {
                 logs::error(&format!("async queue: {e}"));
                 return ExitCode::from(1);
             }
         };
-        if !cfg.async_workers {
+        if !cfg.async_workers && cfg.faas_nats_address.is_none() {
             logs::warn("async_workers=false with the embedded queue: records wait for a gateway with workers on this state_dir");
         }
         let app = Arc::new(App::new(cfg, credentials, runtime, external, Some(queue)));
-        let shutdown = async {
-            let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-                return std::future::pending().await;
-            };
-            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-            logs::info("Shutting down");
-        };
-        server::run(listener, metrics, app, shutdown).await;
+        server::run(listener, metrics, app, shutdown_signal()).await;
         ExitCode::SUCCESS
     })
+}
+
+/// NATS JetStream when `faas_nats_address` is set, else the embedded queue in `state_dir`.
+async fn open_queue(cfg: &Config) -> Result<Arc<dyn gateway::queue::Backend>, gateway::queue::QueueError> {
+    use gateway::queue::{embedded::Embedded, nats, QueueError};
+    match &cfg.faas_nats_address {
+        Some(address) => {
+            let q = nats::Nats::connect(nats::Settings {
+                address,
+                port: cfg.faas_nats_port,
+                subject: &cfg.faas_nats_channel,
+                stream: &cfg.faas_nats_stream,
+                durable: &cfg.faas_nats_queue_group,
+            })
+            .await?;
+            let limit = q.max_body.min(cfg.async_max_body_bytes);
+            logs::info(&format!("Async queue: NATS JetStream {address}:{}, stream {}, body limit {limit} bytes", cfg.faas_nats_port, cfg.faas_nats_stream));
+            Ok(q)
+        }
+        None => {
+            std::fs::create_dir_all(&cfg.state_dir).map_err(|e| QueueError::new(format!("cannot create {}: {e}", cfg.state_dir.display())))?;
+            Ok(Embedded::open(&cfg.state_dir.join("queue.redb"))?)
+        }
+    }
+}
+
+/// `gateway queue-worker`: async workers alone (NATS only), invoking through `gateway_url`,
+/// with `/metrics` and `/healthz` on `metrics_port` (default 8083).
+fn queue_worker(mut cfg: Config, metrics_port_set: bool) -> ExitCode {
+    if !metrics_port_set {
+        cfg.metrics_port = 8083;
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(async move {
+        let queue = match open_queue(&cfg).await {
+            Ok(q) => q,
+            Err(e) => {
+                logs::error(&format!("async queue: {e}"));
+                return ExitCode::from(1);
+            }
+        };
+        let metrics = match cfg.metrics_port {
+            0 => None,
+            p => match tokio::net::TcpListener::bind(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), p)).await {
+                Ok(l) => {
+                    logs::info(&format!("Metrics listening on port: {}", l.local_addr().map(|a| a.port()).unwrap_or(p)));
+                    Some(l)
+                }
+                Err(e) => {
+                    logs::error(&format!("cannot listen on metrics port {p}: {e}"));
+                    return ExitCode::from(1);
+                }
+            },
+        };
+        logs::info(&format!("Queue worker: invoking through {}", cfg.gateway_url));
+        let app = Arc::new(App::new(cfg, None, None, None, Some(queue)));
+        server::run_worker(metrics, app, shutdown_signal()).await;
+        ExitCode::SUCCESS
+    })
+}
+
+async fn shutdown_signal() {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        return std::future::pending().await;
+    };
+    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    logs::info("Shutting down");
 }

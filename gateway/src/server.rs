@@ -352,3 +352,22 @@ pub async fn run(listener: TcpListener, metrics: Option<TcpListener>, app: Arc<A
         rt.shutdown().await;
     }
 }
+
+/// `gateway queue-worker`: the metrics listener and the async workers, until `shutdown`.
+pub async fn run_worker(metrics: Option<TcpListener>, app: Arc<App>, shutdown: impl Future<Output = ()>) {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if let Some(m) = metrics {
+        let mut rx = stop_rx.clone();
+        tokio::spawn(serve(m, app.clone(), metrics_handle, async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }));
+    }
+    let worker = app.queue.clone().map(|q| tokio::spawn(crate::async_invoke::worker(app.clone(), q, stop_rx)));
+    shutdown.await;
+    app.shutting_down.store(true, Ordering::Release);
+    let _ = stop_tx.send(true);
+    // Records being worked on stay unacknowledged: the broker hands them out again.
+    if let Some(w) = worker {
+        w.abort();
+    }
+}

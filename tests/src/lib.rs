@@ -654,3 +654,48 @@ pub fn assert_websocket_echo(port: u16, path: &str) {
         assert_eq!(back, msg);
     }
 }
+
+/// A real `nats-server` with JetStream on a free port and its own store folder, killed when
+/// dropped. `None` (with a note) when the binary is missing: `.ci/run` installs it.
+pub struct NatsServer {
+    child: Child,
+    pub port: u16,
+    pub store: PathBuf,
+}
+
+pub fn nats_server_path() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("NATS_SERVER") {
+        return Some(PathBuf::from(p));
+    }
+    ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"].iter().map(PathBuf::from).find(|p| p.is_file())
+}
+
+impl NatsServer {
+    pub fn start() -> NatsServer {
+        Self::start_on(free_port(), temp_dir("nats"))
+    }
+
+    /// Starts on a given port and store (a restart keeps the streams).
+    pub fn start_on(port: u16, store: PathBuf) -> NatsServer {
+        let bin = nats_server_path().expect("nats-server is not installed (apt-get install nats-server; scripts/test does)");
+        let child = Command::new(bin)
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd", store.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nats-server");
+        assert!(eventually(Duration::from_secs(10), || TcpStream::connect(("127.0.0.1", port)).is_ok()), "nats-server listening");
+        NatsServer { child, port, store }
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

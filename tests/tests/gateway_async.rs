@@ -243,3 +243,126 @@ fn a64_per_function_max_inflight() {
     assert!(started.elapsed() >= Duration::from_millis(3900), "serial: {:?}", started.elapsed());
     assert_eq!(gw.get(&format!("/function/one/concurrency-max?key={k}")).text(), "1", "never overlapped");
 }
+
+// ---- NATS JetStream (a real nats-server) ----
+
+fn with_nats(s: Setup, nats: &NatsServer) -> Setup {
+    s.env("faas_nats_address", "127.0.0.1").env("faas_nats_port", &nats.port.to_string())
+}
+
+#[test]
+fn n40_to_n44_nats_calls_retries_and_a_killed_gateway() {
+    let nats = NatsServer::start();
+    let state = temp_dir("nats-gw");
+    let s = state.to_str().unwrap();
+    let mut gw = fast_retries(with_nats(open_gateway(), &nats)).env("state_dir", s).start();
+    gw.wait_log("Async queue: NATS JetStream", T);
+    deploy_upstream(&gw, "up", json!({}));
+    let cb = Receiver::start(vec![]);
+    // 40/41: runs once with body, path and query; called back with the spec's headers.
+    let r = gw.request("POST", "/async-function/up/info?x=1", &[("X-Callback-Url", &cb.url())], b"payload");
+    assert_eq!((r.status, r.body.len()), (202, 0));
+    let id = r.header("x-call-id").unwrap().to_string();
+    let got = cb.wait(1);
+    let body = String::from_utf8_lossy(&got[0].body);
+    assert!(body.starts_with("method POST\ntarget /info?x=1\n") && body.contains("body-bytes 7\n"), "{body}");
+    assert_eq!(got[0].headers.get("x-call-id"), Some(&id));
+    assert_eq!(got[0].headers.get("x-function-status").map(String::as_str), Some("200"));
+    // 42: 503 twice, then 200: three attempts, the callback gets 200.
+    let k = key();
+    assert_eq!(gw.request("POST", &format!("/async-function/up/flaky?key={k}&fail=2"), &[("X-Callback-Url", &cb.url())], b"ok").status, 202);
+    let got = cb.wait(2);
+    assert_eq!(got[1].headers.get("x-function-status").map(String::as_str), Some("200"));
+    assert_eq!(gw.get(&format!("/function/up/flaky-log?key={k}")).text().split_whitespace().count(), 3);
+    // 44: SIGKILL right after the 202s; a restarted gateway delivers them.
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let r = gw.request("POST", &format!("/async-function/up/slow?ms=300&n={i}"), &[("X-Callback-Url", &cb.url())], b"");
+        assert_eq!(r.status, 202);
+        ids.push(r.header("x-call-id").unwrap().to_string());
+    }
+    gw.signal(libc::SIGKILL);
+    gw.wait_exit(T);
+    let gw = fast_retries(with_nats(open_gateway(), &nats)).env("state_dir", s).env("async_max_retries", "2").start();
+    // Calls in flight at the kill come back after the ack wait (30 s).
+    let deadline = Duration::from_secs(45);
+    assert!(
+        eventually(deadline, || {
+            let got = cb.got.lock().unwrap();
+            ids.iter().all(|id| got.iter().any(|c| c.headers.get("x-call-id") == Some(id)))
+        }),
+        "every 202 delivered after the restart"
+    );
+    // Dead letters live in NATS too.
+    let k = key();
+    let r = gw.request("POST", &format!("/async-function/up/flaky?key={k}&fail=1000&code=502"), &[], b"");
+    let id = r.header("x-call-id").unwrap().to_string();
+    assert!(eventually(T, || gw.get("/system/async/dead-letters").text().contains(&id)), "{}", gw.get("/system/async/dead-letters").text());
+    assert_eq!(gw.request("DELETE", &format!("/system/async/dead-letters/{id}"), &[], b"").status, 202);
+    assert!(!gw.get("/system/async/dead-letters").text().contains(&id));
+}
+
+#[test]
+fn n45_two_gateways_on_one_stream_run_each_call_once() {
+    let nats = NatsServer::start();
+    let a = with_nats(open_gateway(), &nats).start();
+    let b = with_nats(open_gateway(), &nats).start();
+    for gw in [&a, &b] {
+        deploy_upstream(gw, "up", json!({}));
+    }
+    let cb = Receiver::start(vec![]);
+    let mut ids = std::collections::HashSet::new();
+    for i in 0..40 {
+        let gw = if i % 2 == 0 { &a } else { &b };
+        let r = gw.request("POST", "/async-function/up/slow?ms=20", &[("X-Callback-Url", &cb.url())], b"");
+        assert_eq!(r.status, 202);
+        ids.insert(r.header("x-call-id").unwrap().to_string());
+    }
+    let got = cb.wait(40);
+    std::thread::sleep(Duration::from_millis(500));
+    let got_now = cb.got.lock().unwrap().clone();
+    assert_eq!(got_now.len(), 40, "each call called back once: {}", got_now.len());
+    let seen: std::collections::HashSet<String> = got.iter().filter_map(|c| c.headers.get("x-call-id").cloned()).collect();
+    assert_eq!(seen, ids);
+    let served_a = a.get("/system/functions").json()[0]["invocationCount"].as_f64().unwrap_or(0.0);
+    let served_b = b.get("/system/functions").json()[0]["invocationCount"].as_f64().unwrap_or(0.0);
+    assert_eq!(served_a + served_b, 40.0, "the work was shared: {served_a} + {served_b}");
+}
+
+#[test]
+fn n63_queue_worker_runs_calls_and_replaces_a_killed_one() {
+    let nats = NatsServer::start();
+    let gw = with_nats(open_gateway(), &nats).env("async_workers", "false").start();
+    deploy_upstream(&gw, "up", json!({}));
+    let worker = |_: ()| {
+        with_nats(gateway(), &nats)
+            .arg("queue-worker")
+            .env("gateway_url", &format!("http://127.0.0.1:{}", gw.port))
+            .env("metrics_port", &free_port().to_string())
+            .no_wait()
+            .start()
+    };
+    let cb = Receiver::start(vec![]);
+    let r = gw.request("POST", "/async-function/up/info", &[("X-Callback-Url", &cb.url())], b"w");
+    assert_eq!(r.status, 202);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(cb.got.lock().unwrap().is_empty(), "the gateway has no workers");
+    let mut w1 = worker(());
+    let got = cb.wait(1);
+    assert_eq!(got[0].headers.get("x-function-status").map(String::as_str), Some("200"));
+    // A worker killed mid-call: the call runs again on another worker (after the ack wait).
+    let k = key();
+    let r = gw.request("POST", &format!("/async-function/up/flaky?key={k}&fail=0"), &[("X-Callback-Url", &cb.url())], b"");
+    assert_eq!(r.status, 202);
+    cb.wait(2);
+    let r = gw.request("POST", "/async-function/up/slow?ms=3000", &[("X-Callback-Url", &cb.url())], b"");
+    let id = r.header("x-call-id").unwrap().to_string();
+    std::thread::sleep(Duration::from_millis(1000));
+    w1.signal(libc::SIGKILL);
+    w1.wait_exit(T);
+    let _w2 = worker(());
+    assert!(
+        eventually(Duration::from_secs(45), || cb.got.lock().unwrap().iter().any(|c| c.headers.get("x-call-id") == Some(&id))),
+        "the interrupted call ran again"
+    );
+}

@@ -28,7 +28,7 @@ pub struct Embedded {
 }
 
 fn err(e: impl std::fmt::Display) -> QueueError {
-    QueueError(e.to_string())
+    QueueError::new(e.to_string())
 }
 
 fn key(due_ms: u64, seq: u64) -> Vec<u8> {
@@ -44,7 +44,7 @@ fn now_ms() -> u64 {
 
 impl Embedded {
     pub fn open(path: &Path) -> Result<Arc<Embedded>, QueueError> {
-        let db = Database::create(path).map_err(|e| QueueError(format!("cannot open {}: {e}", path.display())))?;
+        let db = Database::create(path).map_err(|e| QueueError::new(format!("cannot open {}: {e}", path.display())))?;
         let (seq, depth) = {
             let w = db.begin_write().map_err(err)?;
             {
@@ -74,7 +74,7 @@ impl Embedded {
     /// Runs a blocking database job off the runtime thread (commits fsync).
     async fn blocking<T: Send + 'static>(&self, job: impl FnOnce(&Database) -> Result<T, QueueError> + Send + 'static) -> Result<T, QueueError> {
         let db = self.db.clone();
-        tokio::task::spawn_blocking(move || job(&db)).await.map_err(|e| QueueError(format!("queue task failed: {e}")))?
+        tokio::task::spawn_blocking(move || job(&db)).await.map_err(|e| QueueError::new(format!("queue task failed: {e}")))?
     }
 
     fn settle(&self, id: &[u8]) {
@@ -129,7 +129,7 @@ impl Backend for Embedded {
                     continue;
                 }
                 taken.insert(k.clone());
-                out.push(Taken { id: k, record });
+                out.push(Taken { id: k, record, handle: None });
             }
             self.next_due.store(next_due, Ordering::Relaxed);
             Ok(out)

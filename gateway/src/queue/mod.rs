@@ -2,6 +2,7 @@
 //! queues implement, and dead letters.
 
 pub mod embedded;
+pub mod nats;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -13,8 +14,22 @@ use serde::{Deserialize, Serialize};
 pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct QueueError(pub String);
+#[error("{reason}")]
+pub struct QueueError {
+    pub reason: String,
+    /// The broker cannot be reached (503 rather than 500).
+    pub unavailable: bool,
+}
+
+impl QueueError {
+    pub fn new(reason: impl Into<String>) -> QueueError {
+        QueueError { reason: reason.into(), unavailable: false }
+    }
+
+    pub fn unavailable(reason: impl Into<String>) -> QueueError {
+        QueueError { reason: reason.into(), unavailable: true }
+    }
+}
 
 /// Everything about a call but its body (stored beside it, never re-encoded).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -58,9 +73,9 @@ impl Record {
     }
 
     pub fn decode(b: &[u8]) -> Result<Record, QueueError> {
-        let bad = || QueueError("corrupt queue record".into());
+        let bad = || QueueError::new("corrupt queue record");
         let len = u32::from_be_bytes(b.get(..4).ok_or_else(bad)?.try_into().map_err(|_| bad())?) as usize;
-        let meta = serde_json::from_slice(b.get(4..4 + len).ok_or_else(bad)?).map_err(|e| QueueError(format!("corrupt queue record: {e}")))?;
+        let meta = serde_json::from_slice(b.get(4..4 + len).ok_or_else(bad)?).map_err(|e| QueueError::new(format!("corrupt queue record: {e}")))?;
         Ok(Record { meta, body: Bytes::copy_from_slice(&b[4 + len..]) })
     }
 
@@ -73,6 +88,8 @@ impl Record {
 pub struct Taken {
     pub id: Vec<u8>,
     pub record: Record,
+    /// The backend's own handle (a NATS message to acknowledge).
+    pub handle: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 /// A queue backend: embedded (redb in `state_dir`) or NATS JetStream.
@@ -86,6 +103,14 @@ pub trait Backend: Send + Sync {
     fn retry_at(&self, t: Taken, rec: Record, at: SystemTime) -> BoxFut<'_, Result<(), QueueError>>;
     /// Out of the queue, into the dead letters.
     fn dead_letter(&self, t: Taken, rec: Record) -> BoxFut<'_, Result<(), QueueError>>;
+    /// Tells the backend a long call is still running (NATS: extends the ack wait).
+    fn progress<'a>(&'a self, _t: &'a Taken) -> BoxFut<'a, ()> {
+        Box::pin(async {})
+    }
+    /// The largest body a record may carry, when the backend limits it.
+    fn max_body(&self) -> Option<usize> {
+        None
+    }
     /// Resolves when a record may be due: after a push, or at the earliest scheduled retry.
     fn wait(&self) -> BoxFut<'_, ()>;
     /// Records waiting (not handed out).
