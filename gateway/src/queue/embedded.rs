@@ -8,16 +8,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
-use tokio::sync::Notify;
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::{unix_nanos, Backend, BoxFut, Meta, QueueError, Record, Taken};
 
 const QUEUE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("queue");
 const DEAD: TableDefinition<&str, &[u8]> = TableDefinition::new("dead");
 
+/// A change to make in the next write transaction.
+type Job = Box<dyn FnOnce(&WriteTransaction) -> Result<(), QueueError> + Send>;
+
 pub struct Embedded {
     db: Arc<Database>,
+    /// Changes wait here for the writer, which commits them in batches: concurrent 202s share
+    /// one fsync (group commit).
+    writes: mpsc::UnboundedSender<(Job, oneshot::Sender<Result<(), String>>)>,
     seq: AtomicU64,
     /// Keys handed to workers and not yet settled.
     taken: Mutex<HashSet<Vec<u8>>>,
@@ -61,8 +67,12 @@ impl Embedded {
             w.commit().map_err(err)?;
             (seq, depth)
         };
+        let db = Arc::new(db);
+        let (writes, rx) = mpsc::unbounded_channel();
+        tokio::spawn(writer(db.clone(), rx));
         Ok(Arc::new(Embedded {
-            db: Arc::new(db),
+            db,
+            writes,
             seq: AtomicU64::new(seq),
             taken: Mutex::new(HashSet::new()),
             depth: AtomicU64::new(depth),
@@ -77,8 +87,44 @@ impl Embedded {
         tokio::task::spawn_blocking(move || job(&db)).await.map_err(|e| QueueError::new(format!("queue task failed: {e}")))?
     }
 
+    /// Applies `job` in the writer's next transaction and waits for its commit.
+    async fn write(&self, job: impl FnOnce(&WriteTransaction) -> Result<(), QueueError> + Send + 'static) -> Result<(), QueueError> {
+        let (tx, rx) = oneshot::channel();
+        self.writes.send((Box::new(job), tx)).map_err(|_| QueueError::new("queue writer stopped"))?;
+        rx.await.map_err(|_| QueueError::new("queue writer stopped"))?.map_err(QueueError::new)
+    }
+
     fn settle(&self, id: &[u8]) {
         self.taken.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+    }
+}
+
+/// Commits queued changes in batches (up to 512 per transaction), one fsync each, off the
+/// runtime thread; every change of a batch gets the commit's outcome.
+async fn writer(db: Arc<Database>, mut rx: mpsc::UnboundedReceiver<(Job, oneshot::Sender<Result<(), String>>)>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < 512 {
+            match rx.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        let (jobs, replies): (Vec<Job>, Vec<_>) = batch.into_iter().unzip();
+        let db = db.clone();
+        let outcome = tokio::task::spawn_blocking(move || -> Result<(), QueueError> {
+            let w = db.begin_write().map_err(err)?;
+            for job in jobs {
+                job(&w)?;
+            }
+            w.commit().map_err(err)
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()));
+        for reply in replies {
+            let _ = reply.send(outcome.clone());
+        }
     }
 }
 
@@ -87,12 +133,7 @@ impl Backend for Embedded {
         Box::pin(async move {
             let k = key(now_ms(), self.seq.fetch_add(1, Ordering::Relaxed));
             let v = rec.encode();
-            self.blocking(move |db| {
-                let w = db.begin_write().map_err(err)?;
-                w.open_table(QUEUE).map_err(err)?.insert(k.as_slice(), v.as_slice()).map_err(err)?;
-                w.commit().map_err(err)
-            })
-            .await?;
+            self.write(move |w| w.open_table(QUEUE).map_err(err)?.insert(k.as_slice(), v.as_slice()).map(drop).map_err(err)).await?;
             self.depth.fetch_add(1, Ordering::Relaxed);
             self.notify.notify_one();
             Ok(())
@@ -115,7 +156,10 @@ impl Backend for Embedded {
                     next_due = due;
                     break;
                 }
-                if out.len() >= max || taken.contains(&k) {
+                if out.len() >= max {
+                    break;
+                }
+                if taken.contains(&k) {
                     continue;
                 }
                 let record = match Record::decode(v.value()) {
@@ -139,12 +183,7 @@ impl Backend for Embedded {
     fn ack(&self, t: Taken) -> BoxFut<'_, Result<(), QueueError>> {
         Box::pin(async move {
             let id = t.id.clone();
-            self.blocking(move |db| {
-                let w = db.begin_write().map_err(err)?;
-                w.open_table(QUEUE).map_err(err)?.remove(id.as_slice()).map_err(err)?;
-                w.commit().map_err(err)
-            })
-            .await?;
+            self.write(move |w| w.open_table(QUEUE).map_err(err)?.remove(id.as_slice()).map(drop).map_err(err)).await?;
             self.settle(&t.id);
             self.depth.fetch_sub(1, Ordering::Relaxed);
             self.notify.notify_one();
@@ -157,14 +196,10 @@ impl Backend for Embedded {
             let due = at.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
             let k = key(due, self.seq.fetch_add(1, Ordering::Relaxed));
             let (old, v) = (t.id.clone(), rec.encode());
-            self.blocking(move |db| {
-                let w = db.begin_write().map_err(err)?;
-                {
-                    let mut q = w.open_table(QUEUE).map_err(err)?;
-                    q.remove(old.as_slice()).map_err(err)?;
-                    q.insert(k.as_slice(), v.as_slice()).map_err(err)?;
-                }
-                w.commit().map_err(err)
+            self.write(move |w| {
+                let mut q = w.open_table(QUEUE).map_err(err)?;
+                q.remove(old.as_slice()).map_err(err)?;
+                q.insert(k.as_slice(), v.as_slice()).map(drop).map_err(err)
             })
             .await?;
             self.settle(&t.id);
@@ -181,11 +216,9 @@ impl Backend for Embedded {
         Box::pin(async move {
             rec.meta.failed_at = Some(unix_nanos(SystemTime::now()));
             let (old, id, v) = (t.id.clone(), rec.meta.call_id.clone(), rec.encode());
-            self.blocking(move |db| {
-                let w = db.begin_write().map_err(err)?;
+            self.write(move |w| {
                 w.open_table(QUEUE).map_err(err)?.remove(old.as_slice()).map_err(err)?;
-                w.open_table(DEAD).map_err(err)?.insert(id.as_str(), v.as_slice()).map_err(err)?;
-                w.commit().map_err(err)
+                w.open_table(DEAD).map_err(err)?.insert(id.as_str(), v.as_slice()).map(drop).map_err(err)
             })
             .await?;
             self.settle(&t.id);
