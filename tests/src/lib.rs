@@ -692,6 +692,12 @@ impl NatsServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// A clean shutdown (SIGTERM: the server flushes its state), as a restart does.
+    pub fn shut_down(&mut self) {
+        unsafe_kill(self.child.id() as i32, libc::SIGTERM);
+        let _ = self.child.wait();
+    }
 }
 
 impl Drop for NatsServer {
