@@ -121,6 +121,9 @@ fn a39_rejections_queue_nothing() {
     assert_eq!(gw.post("/async-function/up", &[b'a'; 1000]).status, 202, "exactly the limit is accepted");
     let m = request(gw.metrics_port.unwrap(), "GET", "/metrics", &[], b"").text();
     assert!(m.contains("gateway_async_accepted_total{function_name=\"up.openfaas-fn\"} 1"), "{m}");
+    for name in ["gateway_async_queue_depth ", "gateway_async_inflight "] {
+        assert!(m.contains(name), "{name}: {m}");
+    }
 }
 
 #[test]
@@ -268,12 +271,12 @@ fn n40_to_n44_nats_calls_retries_and_a_killed_gateway() {
     assert!(body.starts_with("method POST\ntarget /info?x=1\n") && body.contains("body-bytes 7\n"), "{body}");
     assert_eq!(got[0].headers.get("x-call-id"), Some(&id));
     assert_eq!(got[0].headers.get("x-function-status").map(String::as_str), Some("200"));
-    // 42: 503 twice, then 200: three attempts, the callback gets 200.
+    // 503 three times, then 200: four attempts, the callback gets 200.
     let k = key();
-    assert_eq!(gw.request("POST", &format!("/async-function/up/flaky?key={k}&fail=2"), &[("X-Callback-Url", &cb.url())], b"ok").status, 202);
+    assert_eq!(gw.request("POST", &format!("/async-function/up/flaky?key={k}&fail=3"), &[("X-Callback-Url", &cb.url())], b"ok").status, 202);
     let got = cb.wait(2);
     assert_eq!(got[1].headers.get("x-function-status").map(String::as_str), Some("200"));
-    assert_eq!(gw.get(&format!("/function/up/flaky-log?key={k}")).text().split_whitespace().count(), 3);
+    assert_eq!(gw.get(&format!("/function/up/flaky-log?key={k}")).text().split_whitespace().count(), 4);
     // 44: SIGKILL right after the 202s; a restarted gateway delivers them.
     let mut ids = Vec::new();
     for i in 0..5 {
