@@ -134,13 +134,7 @@ fn main() -> ExitCode {
     } else {
         None
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("cannot start the runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
+    let Some(runtime) = runtime() else { return ExitCode::from(1) };
     runtime.block_on(async move {
         let bind = |port: u16| tokio::net::TcpListener::bind(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port));
         let listener = match bind(cfg.port).await {
@@ -253,13 +247,7 @@ fn queue_worker(mut cfg: Config, metrics_port_set: bool) -> ExitCode {
     if !metrics_port_set {
         cfg.metrics_port = 8083;
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("cannot start the runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
+    let Some(runtime) = runtime() else { return ExitCode::from(1) };
     runtime.block_on(async move {
         let queue = match open_queue(&cfg).await {
             Ok(q) => q,
@@ -294,4 +282,16 @@ async fn shutdown_signal() {
     };
     tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
     logs::info("Shutting down");
+}
+
+/// One runtime thread: replicas are spawned from it (their parent-death signal follows the
+/// spawning thread), and a 2-core board has no core to spare for a second.
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => Some(r),
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            None
+        }
+    }
 }

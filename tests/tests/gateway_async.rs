@@ -101,6 +101,17 @@ fn key() -> u64 {
     u64::from(std::process::id()) * 1000 + N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
+/// `n` accepted async calls of 300 ms each, called back to `cb`; their call ids.
+fn slow_calls(gw: &Watchdog, cb: &Receiver, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            let r = gw.request("POST", &format!("/async-function/up/slow?ms=300&n={i}"), &[("X-Callback-Url", &cb.url())], b"");
+            assert_eq!(r.status, 202);
+            r.header("x-call-id").unwrap().to_string()
+        })
+        .collect()
+}
+
 fn fast_retries(s: Setup) -> Setup {
     s.env("async_retry_initial_wait", "200ms").env("async_retry_max_wait", "2s")
 }
@@ -183,12 +194,7 @@ fn a44_sigkill_after_202_still_runs_after_restart() {
     let mut gw = open_gateway().env("state_dir", s).start();
     deploy_upstream(&gw, "up", json!({}));
     let cb = Receiver::start(vec![]);
-    let mut ids = Vec::new();
-    for i in 0..5 {
-        let r = gw.request("POST", &format!("/async-function/up/slow?ms=300&n={i}"), &[("X-Callback-Url", &cb.url())], b"");
-        assert_eq!(r.status, 202);
-        ids.push(r.header("x-call-id").unwrap().to_string());
-    }
+    let ids = slow_calls(&gw, &cb, 5);
     gw.signal(libc::SIGKILL);
     gw.wait_exit(T);
     let _gw = open_gateway().env("state_dir", s).start();
@@ -278,12 +284,7 @@ fn n40_to_n44_nats_calls_retries_and_a_killed_gateway() {
     assert_eq!(got[1].headers.get("x-function-status").map(String::as_str), Some("200"));
     assert_eq!(gw.get(&format!("/function/up/flaky-log?key={k}")).text().split_whitespace().count(), 4);
     // 44: SIGKILL right after the 202s; a restarted gateway delivers them.
-    let mut ids = Vec::new();
-    for i in 0..5 {
-        let r = gw.request("POST", &format!("/async-function/up/slow?ms=300&n={i}"), &[("X-Callback-Url", &cb.url())], b"");
-        assert_eq!(r.status, 202);
-        ids.push(r.header("x-call-id").unwrap().to_string());
-    }
+    let ids = slow_calls(&gw, &cb, 5);
     gw.signal(libc::SIGKILL);
     gw.wait_exit(T);
     let gw = fast_retries(with_nats(open_gateway(), &nats)).env("state_dir", s).env("async_max_retries", "2").start();
@@ -430,11 +431,17 @@ fn b01_thousand_calls_embedded_with_a_crash() {
     assert_eq!(accepted.len(), 500, "every call accepted");
     gw.signal(libc::SIGKILL);
     gw.wait_exit(T);
-    let gw = open_gateway().env("state_dir", s).env("async_max_inflight", "8").start();
+    let gw = open_gateway().env("state_dir", s).env("async_max_inflight", "8").env("metrics_port", &free_port().to_string()).start();
     accepted.extend(burst(gw.port, 500, "b", &cb.url()));
     assert_eq!(accepted.len(), 1000);
     // Calls running at the kill may run again (at least once): at most async_max_inflight.
     check_delivery(&cb, &accepted, 8, Duration::from_secs(60));
+    let m = gw.metrics_port.unwrap();
+    assert!(
+        eventually(T, || request(m, "GET", "/metrics", &[], b"").text().contains("gateway_async_queue_depth 0\n")),
+        "drained queue reads 0: {}",
+        request(m, "GET", "/metrics", &[], b"").text()
+    );
 }
 
 #[test]

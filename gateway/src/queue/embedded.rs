@@ -133,10 +133,15 @@ impl Backend for Embedded {
         Box::pin(async move {
             let k = key(now_ms(), self.seq.fetch_add(1, Ordering::Relaxed));
             let v = rec.encode();
-            self.write(move |w| w.open_table(QUEUE).map_err(err)?.insert(k.as_slice(), v.as_slice()).map(drop).map_err(err)).await?;
+            // Counted before the commit: once sent, the change commits even if the client goes
+            // away and this future is dropped (the record is then processed, and acknowledged).
             self.depth.fetch_add(1, Ordering::Relaxed);
+            let done = self.write(move |w| w.open_table(QUEUE).map_err(err)?.insert(k.as_slice(), v.as_slice()).map(drop).map_err(err)).await;
+            if done.is_err() {
+                self.depth.fetch_sub(1, Ordering::Relaxed);
+            }
             self.notify.notify_one();
-            Ok(())
+            done
         })
     }
 
@@ -145,6 +150,11 @@ impl Backend for Embedded {
             let now = now_ms();
             let r = self.db.begin_read().map_err(err)?;
             let t = r.open_table(QUEUE).map_err(err)?;
+            // The exact count, from the snapshot (the counters kept between scans drift when a
+            // client goes away mid-request).
+            if let Ok(n) = t.len() {
+                self.depth.store(n, Ordering::Relaxed);
+            }
             let mut out = Vec::new();
             let mut next_due = 0;
             let mut taken = self.taken.lock().unwrap_or_else(|e| e.into_inner());
