@@ -50,7 +50,11 @@ fn now_ms() -> u64 {
 
 impl Embedded {
     pub fn open(path: &Path) -> Result<Arc<Embedded>, QueueError> {
-        let db = Database::create(path).map_err(|e| QueueError::new(format!("cannot open {}: {e}", path.display())))?;
+        // A bounded page cache: a large backlog must not grow the gateway's memory with it.
+        let db = Database::builder()
+            .set_cache_size(16 << 20)
+            .create(path)
+            .map_err(|e| QueueError::new(format!("cannot open {}: {e}", path.display())))?;
         let (seq, depth) = {
             let w = db.begin_write().map_err(err)?;
             {
@@ -148,6 +152,9 @@ impl Backend for Embedded {
     fn take<'a>(&'a self, max: usize, admit: &'a (dyn Fn(&Meta) -> bool + Sync)) -> BoxFut<'a, Result<Vec<Taken>, QueueError>> {
         Box::pin(async move {
             let now = now_ms();
+            // Locked before the snapshot: an acknowledgement settled after the snapshot was
+            // taken would otherwise make its record look free to hand out again.
+            let mut taken = self.taken.lock().unwrap_or_else(|e| e.into_inner());
             let r = self.db.begin_read().map_err(err)?;
             let t = r.open_table(QUEUE).map_err(err)?;
             // The exact count, from the snapshot (the counters kept between scans drift when a
@@ -157,7 +164,6 @@ impl Backend for Embedded {
             }
             let mut out = Vec::new();
             let mut next_due = 0;
-            let mut taken = self.taken.lock().unwrap_or_else(|e| e.into_inner());
             for item in t.iter().map_err(err)? {
                 let (k, v) = item.map_err(err)?;
                 let k = k.value().to_vec();

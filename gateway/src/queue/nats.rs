@@ -24,6 +24,8 @@ pub struct Nats {
     dead_stream: String,
     consumer: jetstream::consumer::Consumer<pull::Config>,
     depth: AtomicU64,
+    /// When `depth` was last read from the server (Unix nanoseconds).
+    depth_at: AtomicU64,
     /// The largest body a record may carry: the server's max payload minus room for metadata.
     pub max_body: usize,
 }
@@ -52,17 +54,21 @@ impl Nats {
         let js = jetstream::new(client.clone());
         let dead_stream = format!("{}-dead", s.stream);
         let dead_subject = format!("{}-dead", s.subject);
-        let create = |name: &str, subject: &str| stream::Config {
+        let create = |name: &str, subject: &str, retention| stream::Config {
             name: name.to_string(),
             subjects: vec![subject.to_string()],
             storage: stream::StorageType::File,
+            retention,
             ..Default::default()
         };
-        let main = tokio::time::timeout(Duration::from_secs(10), js.get_or_create_stream(create(s.stream, s.subject)))
+        // Work-queue retention: a record is deleted from the stream once acknowledged, so the
+        // stream holds only what is waiting. Dead letters stay until deleted.
+        let main_config = create(s.stream, s.subject, stream::RetentionPolicy::WorkQueue);
+        let main = tokio::time::timeout(Duration::from_secs(10), js.get_or_create_stream(main_config))
             .await
             .map_err(|_| QueueError::new(format!("NATS at {url}: no JetStream answer within 10s")))?
             .map_err(|e| QueueError::new(format!("cannot create stream {}: {e}", s.stream)))?;
-        js.get_or_create_stream(create(&dead_stream, &dead_subject)).await.map_err(|e| QueueError::new(format!("cannot create stream {dead_stream}: {e}")))?;
+        js.get_or_create_stream(create(&dead_stream, &dead_subject, stream::RetentionPolicy::Limits)).await.map_err(|e| QueueError::new(format!("cannot create stream {dead_stream}: {e}")))?;
         let consumer = main
             .get_or_create_consumer(
                 s.durable,
@@ -84,6 +90,7 @@ impl Nats {
             dead_stream,
             consumer,
             depth: AtomicU64::new(0),
+            depth_at: AtomicU64::new(0),
             max_body: max_payload.saturating_sub(64 * 1024),
         }))
     }
@@ -129,8 +136,13 @@ impl Backend for Nats {
 
     fn take<'a>(&'a self, max: usize, admit: &'a (dyn Fn(&Meta) -> bool + Sync)) -> BoxFut<'a, Result<Vec<Taken>, QueueError>> {
         Box::pin(async move {
-            if let Ok(info) = self.consumer.get_info().await {
-                self.depth.store(info.num_pending, Ordering::Relaxed);
+            // The pending count costs a round trip: refreshed at most once a second.
+            let now = unix_nanos(SystemTime::now());
+            if now.saturating_sub(self.depth_at.load(Ordering::Relaxed)) > 1_000_000_000 {
+                self.depth_at.store(now, Ordering::Relaxed);
+                if let Ok(info) = self.consumer.get_info().await {
+                    self.depth.store(info.num_pending, Ordering::Relaxed);
+                }
             }
             let mut batch = self.consumer.fetch().max_messages(max).expires(Duration::from_millis(500)).messages().await.map_err(err)?;
             let mut out = Vec::new();
