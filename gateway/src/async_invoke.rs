@@ -44,10 +44,8 @@ fn check_callback(v: &HeaderValue) -> Result<String, ApiError> {
         return Err(bad("empty"));
     }
     let uri: Uri = s.parse().map_err(|_| bad("not a URL"))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => return Err(bad("https callbacks are not supported by this gateway (use http)")),
-        _ => return Err(bad("must be an absolute http URL")),
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err(bad("must be an absolute http or https URL"));
     }
     if uri.host().is_none_or(str::is_empty) {
         return Err(bad("no host"));
@@ -327,15 +325,27 @@ async fn callback(app: &App, rec: &Record, url: &str, status: StatusCode, mut he
 /// One POST on a new connection: status, headers and body of the answer.
 async fn send_once(uri: &Uri, headers: &http::HeaderMap, body: Bytes, timeout: Duration) -> Result<(StatusCode, http::HeaderMap, Bytes), String> {
     let authority = uri.authority().ok_or("no host")?;
+    let tls = uri.scheme_str() == Some("https");
     let addr = match authority.port_u16() {
         Some(_) => authority.as_str().to_string(),
-        None => format!("{}:80", authority.host()),
+        None => format!("{}:{}", authority.host(), if tls { 443 } else { 80 }),
     };
     let attempt = async {
         let stream = tokio::net::TcpStream::connect(&addr).await.map_err(|e| format!("{e}"))?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake::<_, Full<Bytes>>(hyper_util::rt::TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
-        tokio::spawn(conn);
+        let mut sender = if tls {
+            let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_string();
+            let name = rustls::pki_types::ServerName::try_from(host).map_err(|e| format!("bad host name: {e}"))?;
+            let stream = tls_connector().connect(name, stream).await.map_err(|e| format!("TLS: {e}"))?;
+            let (sender, conn) =
+                hyper::client::conn::http1::handshake::<_, Full<Bytes>>(hyper_util::rt::TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            sender
+        } else {
+            let (sender, conn) =
+                hyper::client::conn::http1::handshake::<_, Full<Bytes>>(hyper_util::rt::TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            sender
+        };
         let mut req = Request::new(Full::new(body));
         *req.method_mut() = Method::POST;
         *req.uri_mut() = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").parse().map_err(|e| format!("{e}"))?;
@@ -352,6 +362,31 @@ async fn send_once(uri: &Uri, headers: &http::HeaderMap, body: Bytes, timeout: D
         Ok(r) => r,
         Err(_) => Err(format!("no answer within {}", watchdog::format::go_duration(timeout))),
     }
+}
+
+/// TLS for https callbacks: the system's trusted certificates (`SSL_CERT_FILE` and
+/// `SSL_CERT_DIR` override them), loaded once.
+fn tls_connector() -> tokio_rustls::TlsConnector {
+    static CONFIG: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+    let config = CONFIG.get_or_init(|| {
+        let mut roots = rustls::RootCertStore::empty();
+        let found = rustls_native_certs::load_native_certs();
+        roots.add_parsable_certificates(found.certs);
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map(|b| b.with_root_certificates(roots).with_no_client_auth())
+            .unwrap_or_else(|e| {
+                watchdog::logs::error(&format!("TLS set-up: {e}"));
+                rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                    .with_protocol_versions(&[&rustls::version::TLS13])
+                    .expect("TLS 1.3 is supported by the ring provider")
+                    .with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth()
+            });
+        Arc::new(config)
+    });
+    tokio_rustls::TlsConnector::from(config.clone())
 }
 
 /// `/system/async/dead-letters[/{callId}[/retry]]` (§11.3).

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::process::Command;
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -27,6 +28,11 @@ struct Receiver {
 
 impl Receiver {
     fn start(codes: Vec<u16>) -> Receiver {
+        Self::start_with(codes, None)
+    }
+
+    /// With `tls`, every connection is served over TLS with that configuration.
+    fn start_with(codes: Vec<u16>, tls: Option<Arc<rustls::ServerConfig>>) -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let got: Arc<Mutex<Vec<Callback>>> = Arc::default();
@@ -34,44 +40,13 @@ impl Receiver {
         let codes = Arc::new(Mutex::new(codes.into_iter()));
         std::thread::spawn(move || {
             for s in listener.incoming().flatten() {
-                let (g, codes) = (g.clone(), codes.clone());
-                std::thread::spawn(move || {
-                    let mut r = BufReader::new(s.try_clone().unwrap());
-                    let mut headers = HashMap::new();
-                    let mut line = String::new();
-                    if r.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
+                let (g, codes, tls) = (g.clone(), codes.clone(), tls.clone());
+                std::thread::spawn(move || match tls {
+                    Some(cfg) => {
+                        let conn = rustls::ServerConnection::new(cfg).unwrap();
+                        serve_one(rustls::StreamOwned::new(conn, s), &g, &codes);
                     }
-                    loop {
-                        line.clear();
-                        if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                            break;
-                        }
-                        if let Some((k, v)) = line.trim_end().split_once(':') {
-                            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
-                        }
-                    }
-                    let mut body = Vec::new();
-                    if let Some(n) = headers.get("content-length").and_then(|n| n.parse::<usize>().ok()) {
-                        body.resize(n, 0);
-                        r.read_exact(&mut body).unwrap();
-                    } else if headers.get("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
-                        loop {
-                            line.clear();
-                            r.read_line(&mut line).unwrap();
-                            let n = usize::from_str_radix(line.trim(), 16).unwrap_or(0);
-                            let mut chunk = vec![0u8; n + 2];
-                            r.read_exact(&mut chunk).unwrap();
-                            if n == 0 {
-                                break;
-                            }
-                            body.extend_from_slice(&chunk[..n]);
-                        }
-                    }
-                    let code = codes.lock().unwrap().next().unwrap_or(200);
-                    g.lock().unwrap().push(Callback { headers, body });
-                    let mut s = s;
-                    let _ = write!(s, "HTTP/1.1 {code} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    None => serve_one(s, &g, &codes),
                 });
             }
         });
@@ -86,6 +61,47 @@ impl Receiver {
         assert!(eventually(T, || self.got.lock().unwrap().len() >= n), "{n} callbacks expected, got {:?}", self.got.lock().unwrap());
         self.got.lock().unwrap().clone()
     }
+}
+
+/// Reads one request (Content-Length or chunked body), records it, answers the next code.
+fn serve_one<S: Read + Write>(s: S, got: &Mutex<Vec<Callback>>, codes: &Mutex<std::vec::IntoIter<u16>>) {
+    let mut r = BufReader::new(s);
+    let mut headers = HashMap::new();
+    let mut line = String::new();
+    if r.read_line(&mut line).unwrap_or(0) == 0 {
+        return;
+    }
+    loop {
+        line.clear();
+        if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+            break;
+        }
+        if let Some((k, v)) = line.trim_end().split_once(':') {
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+        }
+    }
+    let mut body = Vec::new();
+    if let Some(n) = headers.get("content-length").and_then(|n| n.parse::<usize>().ok()) {
+        body.resize(n, 0);
+        r.read_exact(&mut body).unwrap();
+    } else if headers.get("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
+        loop {
+            line.clear();
+            r.read_line(&mut line).unwrap();
+            let n = usize::from_str_radix(line.trim(), 16).unwrap_or(0);
+            let mut chunk = vec![0u8; n + 2];
+            r.read_exact(&mut chunk).unwrap();
+            if n == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+    }
+    let code = codes.lock().unwrap().next().unwrap_or(200);
+    got.lock().unwrap().push(Callback { headers, body });
+    let s = r.get_mut();
+    let _ = write!(s, "HTTP/1.1 {code} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    let _ = s.flush();
 }
 
 fn deploy_upstream(gw: &Watchdog, name: &str, labels: serde_json::Value) {
@@ -479,4 +495,46 @@ fn b02_thousand_calls_nats_with_restarts() {
     assert!(accepted.len() >= 800, "most calls accepted: {}", accepted.len());
     // Records handed out at the kill return after the ack wait (30 s).
     check_delivery(&cb, &accepted, 8 + unacked, Duration::from_secs(90));
+}
+
+/// An https callback: verified against the trusted certificates (`SSL_CERT_FILE` here).
+#[test]
+fn a41_https_callback() {
+    use rustls::pki_types::pem::PemObject;
+    let dir = temp_dir("tls");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-addext", "basicConstraints=critical,CA:FALSE", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl (scripts/test installs it)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_file_iter(&cert).unwrap().map(Result::unwrap).collect();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&key).unwrap();
+    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let cb = Receiver::start_with(vec![], Some(Arc::new(cfg)));
+    let gw = fast_retries(open_gateway()).env("async_max_retries", "1").env("SSL_CERT_FILE", cert.to_str().unwrap()).start();
+    deploy_upstream(&gw, "up", json!({}));
+    let url = format!("https://localhost:{}/cb", cb.port);
+    let r = gw.request("POST", "/async-function/up/echo", &[("X-Callback-Url", &url)], b"secure");
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert!(eventually(Duration::from_secs(5), || !cb.got.lock().unwrap().is_empty()), "dead letters: {}", gw.get("/system/async/dead-letters").text());
+    let got = cb.wait(1);
+    assert_eq!((got[0].body.as_slice(), got[0].headers.get("x-function-status").map(String::as_str)), (&b"secure"[..], Some("200")));
+    // An untrusted certificate is a callback failure (a dead letter once retries are spent).
+    let gw2 = fast_retries(open_gateway()).env("async_max_retries", "1").start();
+    deploy_upstream(&gw2, "up", json!({}));
+    let r = gw2.request("POST", "/async-function/up/echo", &[("X-Callback-Url", &url)], b"x");
+    let id = r.header("x-call-id").unwrap().to_string();
+    assert!(eventually(T, || gw2.get("/system/async/dead-letters").text().contains(&id)));
+    let dl = gw2.get("/system/async/dead-letters").json()[0].clone();
+    assert!(dl["lastError"].as_str().unwrap().starts_with("callback failed: TLS"), "{dl}");
 }
