@@ -119,18 +119,24 @@ pub async fn worker(app: Arc<App>, queue: Arc<dyn Backend>, mut stop: tokio::syn
     let per_fn: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
     let freed = Arc::new(tokio::sync::Notify::new());
     let max = app.cfg.async_max_inflight.max(1);
+    let caps = Caps::default();
     loop {
         if *stop.borrow() {
             return;
         }
         let free = max.saturating_sub(running.load(Ordering::Acquire));
         let mut got = Vec::new();
+        // Functions whose label is not known yet: their records wait for one lookup.
+        let unknown: Mutex<Vec<(String, String)>> = Mutex::default();
         if free > 0 {
             let counts = per_fn.lock().unwrap_or_else(|e| e.into_inner()).clone();
             let admitted: Mutex<HashMap<String, usize>> = Mutex::new(HashMap::new());
             let admit = |m: &Meta| {
                 let key = format!("{}.{}", m.function, m.namespace);
-                let cap = function_cap(&app, &m.function, &m.namespace);
+                let Some(cap) = caps.get(&app, &m.function, &m.namespace) else {
+                    unknown.lock().unwrap_or_else(|e| e.into_inner()).push((m.function.clone(), m.namespace.clone()));
+                    return false;
+                };
                 let mut adm = admitted.lock().unwrap_or_else(|e| e.into_inner());
                 let n = counts.get(&key).copied().unwrap_or(0) + adm.get(&key).copied().unwrap_or(0);
                 if cap.is_some_and(|c| n >= c) {
@@ -144,8 +150,15 @@ pub async fn worker(app: Arc<App>, queue: Arc<dyn Backend>, mut stop: tokio::syn
                 Err(e) => watchdog::logs::error(&format!("async queue: {e}")),
             }
         }
+        let unknown = unknown.into_inner().unwrap_or_else(|e| e.into_inner());
+        for (name, ns) in &unknown {
+            caps.fetch(&app, name, ns).await;
+        }
         app.metrics.set_async_depth(queue.depth());
         if got.is_empty() {
+            if !unknown.is_empty() {
+                continue;
+            }
             tokio::select! {
                 _ = queue.wait() => {}
                 _ = freed.notified() => {}
@@ -172,9 +185,45 @@ pub async fn worker(app: Arc<App>, queue: Arc<dyn Backend>, mut stop: tokio::syn
     }
 }
 
-fn function_cap(app: &App, name: &str, ns: &str) -> Option<usize> {
-    let rt = app.runtime.as_ref()?;
-    rt.deployment(name, ns)?.spec.labels.get(LABEL_MAX_INFLIGHT)?.trim().parse::<usize>().ok().filter(|n| *n > 0)
+/// Each function's `com.openfaas.async.max_inflight`: read at once from the local runtime;
+/// from a provider, or through `gateway_url` for a `queue-worker`, looked up and kept 5 s.
+#[derive(Default)]
+struct Caps(Mutex<HashMap<(String, String), CapAt>>);
+
+/// A limit (`None`: none) and when it was read.
+type CapAt = (Instant, Option<usize>);
+
+const CAPS_FOR: Duration = Duration::from_secs(5);
+
+fn parse_cap(labels: &std::collections::BTreeMap<String, String>) -> Option<usize> {
+    labels.get(LABEL_MAX_INFLIGHT)?.trim().parse::<usize>().ok().filter(|n| *n > 0)
+}
+
+impl Caps {
+    /// `Some(cap)` when known (`cap` `None`: no limit); `None` when it must be looked up first.
+    fn get(&self, app: &App, name: &str, ns: &str) -> Option<Option<usize>> {
+        if let Some(rt) = &app.runtime {
+            return Some(rt.deployment(name, ns).and_then(|d| parse_cap(&d.spec.labels)));
+        }
+        if app.external.is_none() && app.directory.is_none() {
+            return Some(None);
+        }
+        let cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        cache.get(&(name.to_string(), ns.to_string())).filter(|(at, _)| at.elapsed() < CAPS_FOR).map(|(_, c)| *c)
+    }
+
+    /// A failed lookup means no limit for a while: the call itself then answers or retries.
+    async fn fetch(&self, app: &App, name: &str, ns: &str) {
+        let Some(ext) = app.external.as_ref().or(app.directory.as_ref()) else { return };
+        let cap = match ext.status(name, ns).await {
+            Ok(st) => parse_cap(&st.spec.labels),
+            Err(e) => {
+                watchdog::logs::warn(&format!("async: cannot read the labels of {name}.{ns}: {e}"));
+                None
+            }
+        };
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).insert((name.to_string(), ns.to_string()), (Instant::now(), cap));
+    }
 }
 
 const RETRYABLE: [u16; 4] = [429, 502, 503, 504];

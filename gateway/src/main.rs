@@ -247,6 +247,21 @@ fn queue_worker(mut cfg: Config, metrics_port_set: bool) -> ExitCode {
     if !metrics_port_set {
         cfg.metrics_port = 8083;
     }
+    // Functions' labels are read from the gateway's API, which needs its credentials.
+    let auth = match cfg.basic_auth {
+        false => None,
+        true if !cfg.secret_mount_path.join(gateway::auth::USER_FILE).exists() => {
+            eprintln!("queue-worker: basic_auth=true but no credentials in {}", cfg.secret_mount_path.display());
+            return ExitCode::from(1);
+        }
+        true => match Credentials::load_or_generate(&cfg.secret_mount_path) {
+            Ok((c, _)) => Some(c.header()),
+            Err(e) => {
+                eprintln!("Error loading config: {e}");
+                return ExitCode::from(1);
+            }
+        },
+    };
     let Some(runtime) = runtime() else { return ExitCode::from(1) };
     runtime.block_on(async move {
         let queue = match open_queue(&cfg).await {
@@ -270,7 +285,16 @@ fn queue_worker(mut cfg: Config, metrics_port_set: bool) -> ExitCode {
             },
         };
         logs::info(&format!("Queue worker: invoking through {}", cfg.gateway_url));
-        let app = Arc::new(App::new(cfg, None, None, None, Some(queue)));
+        let directory = match gateway::external::External::new(&cfg.gateway_url, &cfg.gateway_url, auth, cfg.upstream_timeout) {
+            Ok(d) => d,
+            Err(e) => {
+                logs::error(&format!("gateway_url: {e}"));
+                return ExitCode::from(1);
+            }
+        };
+        let mut app = App::new(cfg, None, None, None, Some(queue));
+        app.directory = Some(Arc::new(directory));
+        let app = Arc::new(app);
         server::run_worker(metrics, app, shutdown_signal()).await;
         ExitCode::SUCCESS
     })

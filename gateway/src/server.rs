@@ -32,6 +32,8 @@ pub struct App {
     pub runtime: Option<Arc<Runtime>>,
     /// The external provider (`functions_provider_url`).
     pub external: Option<Arc<crate::external::External>>,
+    /// Where a `queue-worker` reads functions' labels: the gateway at `gateway_url`.
+    pub directory: Option<Arc<crate::external::External>>,
     /// The async queue (embedded unless NATS is configured).
     pub queue: Option<Arc<dyn crate::queue::Backend>>,
     /// Requests whose response is not completely written yet (drained at shutdown).
@@ -50,6 +52,7 @@ impl App {
         App {
             queue,
             external,
+            directory: None,
             cfg,
             credentials,
             shutting_down: AtomicBool::new(false),

@@ -355,7 +355,7 @@ fn n63_queue_worker_runs_calls_and_replaces_a_killed_one() {
     let gw = with_nats(open_gateway(), &nats).env("async_workers", "false").start();
     deploy_upstream(&gw, "up", json!({}));
     let worker = |_: ()| {
-        with_nats(gateway(), &nats)
+        with_nats(open_gateway(), &nats)
             .arg("queue-worker")
             .env("gateway_url", &format!("http://127.0.0.1:{}", gw.port))
             .env("metrics_port", &free_port().to_string())
@@ -385,6 +385,52 @@ fn n63_queue_worker_runs_calls_and_replaces_a_killed_one() {
         eventually(Duration::from_secs(45), || cb.got.lock().unwrap().iter().any(|c| c.headers.get("x-call-id") == Some(&id))),
         "the interrupted call ran again"
     );
+}
+
+/// A `queue-worker` reads `com.openfaas.async.max_inflight` through `gateway_url` with the
+/// gateway's credentials; calls held back by that limit do not use up their retries.
+#[test]
+fn n64_queue_worker_honours_max_inflight_and_keeps_attempts() {
+    let nats = NatsServer::start();
+    let gw = fast_retries(with_nats(gateway(), &nats)).env("async_workers", "false").start();
+    let secrets = gw.tmp.join("secrets");
+    let auth = basic_auth_from(&secrets);
+    let mut d = upstream_function("one");
+    d["labels"] = json!({"com.openfaas.async.max_inflight": "1"});
+    let r = gw.request("POST", "/system/functions", &[("Authorization", &auth), ("Content-Type", "application/json")], d.to_string().as_bytes());
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert!(eventually(T, || gw.request("GET", "/function/one/info", &[], b"").status == 200), "deployed");
+    // Without the credentials the worker refuses to start, with its reason.
+    let empty = temp_dir("no-secrets");
+    let out = with_nats(gateway(), &nats).arg("queue-worker").env("secret_mount_path", empty.to_str().unwrap()).no_wait().run_to_exit(T);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stderr.contains("basic_auth=true but no credentials in"), "{}", out.stderr);
+    let cb = Receiver::start(vec![]);
+    let k = key();
+    let mut ids = Vec::new();
+    for _ in 0..8 {
+        let r = gw.request("POST", &format!("/async-function/one/concurrency?key={k}&ms=300"), &[("X-Callback-Url", &cb.url())], b"");
+        ids.push(r.header("x-call-id").unwrap().to_string());
+    }
+    // Queued behind 2.4 s of serial calls: refused many times, then 503 once, then 200.
+    for i in 0..4 {
+        let r = gw.request("POST", &format!("/async-function/one/flaky?key={k}{i}&fail=1"), &[("X-Callback-Url", &cb.url())], b"");
+        ids.push(r.header("x-call-id").unwrap().to_string());
+    }
+    let _worker = fast_retries(with_nats(gateway(), &nats))
+        .arg("queue-worker")
+        .env("secret_mount_path", secrets.to_str().unwrap())
+        .env("async_max_inflight", "8")
+        .env("async_max_retries", "1")
+        .env("gateway_url", &format!("http://127.0.0.1:{}", gw.port))
+        .env("metrics_port", &free_port().to_string())
+        .no_wait()
+        .start();
+    let got = cb.wait(12);
+    for c in &got {
+        assert_eq!(c.headers.get("x-function-status").map(String::as_str), Some("200"), "{:?}", c.headers.get("x-call-id"));
+    }
+    assert_eq!(gw.get(&format!("/function/one/concurrency-max?key={k}")).text(), "1", "never overlapped");
 }
 
 // ---- bursts: 1,000 calls, crashes in the middle ----

@@ -53,6 +53,10 @@ pub struct Meta {
     pub last_error: Option<String>,
     /// Unix nanoseconds; set on dead letters.
     pub failed_at: Option<u64>,
+    /// Unix nanoseconds before which a retried record must not run (NATS; the embedded queue
+    /// keys records by due time instead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -1,7 +1,9 @@
 //! The NATS JetStream queue (`faas_nats_address`): records published to a file-storage stream
 //! and consumed through one durable pull consumer shared by every gateway and worker, so the
-//! work is shared and survives any of them. Retries are NAKs with a delay (the delivery count is
-//! the attempt count); dead letters go to the stream `<faas_nats_stream>-dead`.
+//! work is shared and survives any of them. A retry publishes the record again with its attempt
+//! count and due time, then acknowledges the old one (a crash between the two repeats a call,
+//! never loses one); a record not due yet goes back with a NAK delayed until then. Dead letters go
+//! to the stream `<faas_nats_stream>-dead`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -148,8 +150,7 @@ impl Backend for Nats {
             let mut out = Vec::new();
             while let Some(m) = batch.next().await {
                 let Ok(m) = m else { continue };
-                let delivered = m.info().map(|i| i.delivered).unwrap_or(1).max(1) as u32;
-                let mut record = match Record::decode(&m.payload) {
+                let record = match Record::decode(&m.payload) {
                     Ok(r) => r,
                     Err(e) => {
                         watchdog::logs::error(&format!("dropping a queue record: {e}"));
@@ -157,13 +158,16 @@ impl Backend for Nats {
                         continue;
                     }
                 };
+                let now = unix_nanos(SystemTime::now());
+                if let Some(due) = record.meta.due.filter(|d| *d > now) {
+                    let _ = m.ack_with(AckKind::Nak(Some(Duration::from_nanos(due - now)))).await;
+                    continue;
+                }
                 if !admit(&record.meta) {
                     // Over this function's limit here: back to the queue for later or elsewhere.
                     let _ = m.ack_with(AckKind::Nak(Some(Duration::from_millis(200)))).await;
                     continue;
                 }
-                // Attempts made before this delivery (a retried dead letter starts again at 0).
-                record.meta.attempts += delivered - 1;
                 out.push(Taken { id: Vec::new(), record, handle: Some(Box::new(m)) });
             }
             Ok(out)
@@ -179,11 +183,12 @@ impl Backend for Nats {
         })
     }
 
-    fn retry_at(&self, t: Taken, _rec: Record, at: SystemTime) -> BoxFut<'_, Result<(), QueueError>> {
+    fn retry_at(&self, t: Taken, mut rec: Record, at: SystemTime) -> BoxFut<'_, Result<(), QueueError>> {
         Box::pin(async move {
-            let delay = at.duration_since(SystemTime::now()).unwrap_or_default();
+            rec.meta.due = Some(unix_nanos(at));
+            self.publish(&self.subject, rec.encode()).await?;
             match Self::message(&t) {
-                Some(m) => m.ack_with(AckKind::Nak(Some(delay))).await.map_err(err),
+                Some(m) => m.double_ack().await.map_err(err),
                 None => Ok(()),
             }
         })
@@ -229,6 +234,7 @@ impl Backend for Nats {
         Box::pin(async move {
             let Some((seq, mut rec)) = self.dead().await?.into_iter().find(|(_, r)| r.meta.call_id == call_id) else { return Ok(false) };
             rec.meta.attempts = 0;
+            rec.meta.due = None;
             rec.meta.failed_at = None;
             rec.meta.last_error = None;
             rec.meta.last_status = None;
