@@ -18,7 +18,7 @@ use crate::api::{self, param, query};
 use crate::error::ApiError;
 use crate::invoke::{self, strip_hop_headers, CallHeaders};
 use crate::model::split_name;
-use crate::queue::{backoff, dead_letter_json, unix_nanos, Backend, Meta, Record, Taken};
+use crate::queue::{backoff, dead_letter_json, unix_nanos, Backend, Meta, Outcome, Record, Taken};
 use crate::server::App;
 
 pub const LABEL_MAX_INFLIGHT: &str = "com.openfaas.async.max_inflight";
@@ -92,7 +92,7 @@ async fn enqueue_inner(app: &Arc<App>, req: Request<Incoming>, full: &str, rest:
         method: parts.method.to_string(),
         path: rest.to_string(),
         query: parts.uri.query().map(str::to_string),
-        headers: headers.iter().map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect(),
+        headers: header_pairs(&headers),
         callback_url,
         traceparent: ids.traceparent.to_str().unwrap_or_default().to_string(),
         enqueued_at: unix_nanos(SystemTime::now()),
@@ -231,7 +231,9 @@ const RETRYABLE: [u16; 4] = [429, 502, 503, 504];
 /// One attempt of a record, then its retry, callback, dead letter or acknowledgement.
 async fn process(app: &Arc<App>, queue: &dyn Backend, t: Taken) {
     let mut rec = t.record.clone();
-    let key = rec.key();
+    if rec.meta.result.is_some() {
+        return callback_again(app, queue, t, rec).await;
+    }
     rec.meta.attempts += 1;
     let started = Instant::now();
     // Long calls report progress, so the broker does not hand the record to another worker.
@@ -253,20 +255,57 @@ async fn process(app: &Arc<App>, queue: &dyn Backend, t: Taken) {
     });
     let retryable = RETRYABLE.contains(&status.as_u16());
     if retryable && rec.meta.attempts <= app.cfg.async_max_retries {
-        app.metrics.async_retry(&key);
-        let wait = backoff(rec.meta.attempts, app.cfg.async_retry_initial_wait, app.cfg.async_retry_max_wait);
-        if let Err(e) = queue.retry_at(t, rec, SystemTime::now() + wait).await {
-            watchdog::logs::error(&format!("async queue: {e}"));
-        }
-        return;
+        let n = rec.meta.attempts;
+        return later(app, queue, t, rec, n).await;
     }
     let mut dead = retryable;
     if let Some(url) = rec.meta.callback_url.clone() {
-        if let Err(why) = callback(app, &rec, &url, status, headers, body, took).await {
+        let cb_headers = callback_headers(&rec, status, headers, took);
+        // A final answer stays with the record, so only the callback is retried, later and
+        // without holding a worker; a failed call's dead letter keeps the request instead. An
+        // answer too large for the queue is retried here.
+        let keep = !dead && queue.max_body().is_none_or(|m| body.len() <= m);
+        let tries = if keep { 1 } else { app.cfg.async_max_retries + 1 };
+        if let Err(why) = send_callback(app, &url, &cb_headers, &body, tries).await {
             rec.meta.last_error = Some(format!("callback failed: {why}"));
+            if keep && app.cfg.async_max_retries > 0 {
+                rec.meta.result = Some(Outcome { headers: header_pairs(&cb_headers), callbacks: 1 });
+                rec.body = body;
+                return later(app, queue, t, rec, 1).await;
+            }
             dead = true;
         }
     }
+    finish(queue, app, t, rec, dead).await;
+}
+
+/// A kept answer's callback, once more: delivered, retried later, or a dead letter.
+async fn callback_again(app: &Arc<App>, queue: &dyn Backend, t: Taken, mut rec: Record) {
+    let (url, headers) = (rec.meta.callback_url.clone().unwrap_or_default(), rec.meta.result.as_ref().map(|r| header_map(&r.headers)).unwrap_or_default());
+    let Err(why) = send_callback(app, &url, &headers, &rec.body, 1).await else { return finish(queue, app, t, rec, false).await };
+    rec.meta.last_error = Some(format!("callback failed: {why}"));
+    let n = rec.meta.result.as_mut().map(|r| {
+        r.callbacks += 1;
+        r.callbacks
+    });
+    match n {
+        Some(n) if n <= app.cfg.async_max_retries => later(app, queue, t, rec, n).await,
+        _ => finish(queue, app, t, rec, true).await,
+    }
+}
+
+/// Back in the queue after the `n`th failed attempt's backoff.
+async fn later(app: &App, queue: &dyn Backend, t: Taken, rec: Record, n: u32) {
+    app.metrics.async_retry(&rec.key());
+    let wait = backoff(n, app.cfg.async_retry_initial_wait, app.cfg.async_retry_max_wait);
+    if let Err(e) = queue.retry_at(t, rec, SystemTime::now() + wait).await {
+        watchdog::logs::error(&format!("async queue: {e}"));
+    }
+}
+
+/// Done with a record: acknowledged, or moved to the dead letters.
+async fn finish(queue: &dyn Backend, app: &App, t: Taken, rec: Record, dead: bool) {
+    let key = rec.key();
     let done = if dead {
         app.metrics.async_dead_letter(&key);
         watchdog::logs::warn(&format!("async call {} to {key} moved to dead letters after {} attempts", rec.meta.call_id, rec.meta.attempts));
@@ -306,14 +345,24 @@ async fn call(app: &Arc<App>, rec: &Record) -> (StatusCode, http::HeaderMap, Byt
     (parts.status, parts.headers, bytes)
 }
 
-fn record_headers(rec: &Record) -> http::HeaderMap {
-    let m = &rec.meta;
+/// Headers as a record keeps them (text pairs, in order, repeats allowed) and back.
+fn header_pairs(h: &http::HeaderMap) -> Vec<(String, String)> {
+    h.iter().map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect()
+}
+
+fn header_map(pairs: &[(String, String)]) -> http::HeaderMap {
     let mut h = http::HeaderMap::new();
-    for (k, v) in &m.headers {
+    for (k, v) in pairs {
         if let (Ok(k), Ok(v)) = (header::HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
             h.append(k, v);
         }
     }
+    h
+}
+
+fn record_headers(rec: &Record) -> http::HeaderMap {
+    let m = &rec.meta;
+    let mut h = header_map(&m.headers);
     for (k, v) in [(invoke::X_CALL_ID, &m.call_id), (invoke::TRACEPARENT, &m.traceparent)] {
         if let Ok(v) = HeaderValue::from_str(v) {
             h.insert(k, v);
@@ -337,9 +386,9 @@ async fn call_remote(app: &App, rec: &Record) -> (StatusCode, http::HeaderMap, B
     }
 }
 
-/// POSTs the final result to the callback URL (§11.4), retrying connection failures, 429 and
-/// 5xx with the same backoff and limit.
-async fn callback(app: &App, rec: &Record, url: &str, status: StatusCode, mut headers: http::HeaderMap, body: Bytes, took: Duration) -> Result<(), String> {
+/// The callback's headers (§11.4): the function's own, its status, name, call id, trace and
+/// duration.
+fn callback_headers(rec: &Record, status: StatusCode, mut headers: http::HeaderMap, took: Duration) -> http::HeaderMap {
     strip_hop_headers(&mut headers);
     for h in [header::CONTENT_LENGTH, header::HOST] {
         headers.remove(h);
@@ -354,18 +403,24 @@ async fn callback(app: &App, rec: &Record, url: &str, status: StatusCode, mut he
     set(&mut headers, invoke::X_CALL_ID, &rec.meta.call_id);
     set(&mut headers, invoke::TRACEPARENT, &rec.meta.traceparent);
     headers.insert(watchdog::body::X_DURATION, watchdog::body::duration_value(took));
+    headers
+}
+
+/// POSTs the result to the callback URL, up to `tries` times with the backoff between; a
+/// connection failure, 429 or 5xx is a failure.
+async fn send_callback(app: &App, url: &str, headers: &http::HeaderMap, body: &Bytes, tries: u32) -> Result<(), String> {
     let uri: Uri = url.parse().map_err(|e| format!("bad callback URL: {e}"))?;
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let outcome = send_once(&uri, &headers, body.clone(), app.cfg.async_callback_timeout).await.map(|(code, _, _)| code.as_u16());
-        let retry = match &outcome {
+        let outcome = send_once(&uri, headers, body.clone(), app.cfg.async_callback_timeout).await.map(|(code, _, _)| code.as_u16());
+        let failed = match &outcome {
             Ok(code) if *code == 429 || *code >= 500 => format!("status {code}"),
             Ok(_) => return Ok(()),
             Err(e) => e.clone(),
         };
-        if attempt > app.cfg.async_max_retries {
-            return Err(retry);
+        if attempt >= tries {
+            return Err(failed);
         }
         tokio::time::sleep(backoff(attempt, app.cfg.async_retry_initial_wait, app.cfg.async_retry_max_wait)).await;
     }

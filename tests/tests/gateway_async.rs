@@ -269,6 +269,53 @@ fn a64_per_function_max_inflight() {
     assert_eq!(gw.get(&format!("/function/one/concurrency-max?key={k}")).text(), "1", "never overlapped");
 }
 
+/// A failing callback is retried from the queue with the function's answer kept: the worker is
+/// free for other calls meanwhile, the function does not run again, and a crash does not lose it.
+#[test]
+fn a65_callback_retries_are_queued_with_the_answer() {
+    let state = temp_dir("async-callback");
+    let s = state.to_str().unwrap();
+    let start = || {
+        open_gateway()
+            .env("state_dir", s)
+            .env("async_max_inflight", "1")
+            .env("async_retry_initial_wait", "1s")
+            .env("async_retry_max_wait", "2s")
+            .env("metrics_port", &free_port().to_string())
+            .start()
+    };
+    let mut gw = start();
+    deploy_upstream(&gw, "up", json!({}));
+    let (cb_a, cb_b) = (Receiver::start(vec![503, 502]), Receiver::start(vec![]));
+    let (ka, kb) = (key(), key());
+    let a = gw.request("POST", &format!("/async-function/up/flaky?key={ka}&fail=0"), &[("X-Callback-Url", &cb_a.url())], b"answer-a");
+    let id_a = a.header("x-call-id").unwrap().to_string();
+    cb_a.wait(1);
+    // The one worker slot is free while A's callback waits for its retry.
+    let b = Instant::now();
+    assert_eq!(gw.request("POST", &format!("/async-function/up/flaky?key={kb}&fail=0"), &[("X-Callback-Url", &cb_b.url())], b"b").status, 202);
+    cb_b.wait(1);
+    assert!(b.elapsed() < Duration::from_millis(800), "B waited {:?} behind A's callback", b.elapsed());
+    assert_eq!(cb_a.got.lock().unwrap().len(), 1, "A's retry is still pending");
+    let m = request(gw.metrics_port.unwrap(), "GET", "/metrics", &[], b"").text();
+    assert!(m.contains("gateway_async_retries_total{function_name=\"up.openfaas-fn\"} 1"), "{m}");
+    assert_eq!(gw.get(&format!("/function/up/flaky-log?key={ka}")).text().split_whitespace().count(), 1);
+    // A crash while A's callback waits: the restarted gateway delivers it, without a new call.
+    gw.signal(libc::SIGKILL);
+    gw.wait_exit(T);
+    let _gw = start();
+    let got = cb_a.wait(3);
+    for c in &got {
+        assert_eq!(c.headers.get("x-call-id"), Some(&id_a));
+        assert_eq!(c.headers.get("x-function-status").map(String::as_str), Some("200"));
+        assert_eq!(c.body, b"answer-a", "the kept answer");
+    }
+    // The restarted gateway's replica (a new process) never saw the call.
+    assert_eq!(_gw.get(&format!("/function/up/flaky-log?key={ka}")).text().split_whitespace().count(), 0, "the function ran once");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(cb_a.got.lock().unwrap().len(), 3, "no callback after the 200");
+}
+
 // ---- NATS JetStream (a real nats-server) ----
 
 fn with_nats(s: Setup, nats: &NatsServer) -> Setup {
@@ -541,6 +588,37 @@ fn b02_thousand_calls_nats_with_restarts() {
     assert!(accepted.len() >= 800, "most calls accepted: {}", accepted.len());
     // Records handed out at the kill return after the ack wait (30 s).
     check_delivery(&cb, &accepted, 8 + unacked, Duration::from_secs(90));
+}
+
+#[test]
+fn b03_thousand_calls_nats_with_a_worker_killed() {
+    let nats = NatsServer::start();
+    let gw = with_nats(open_gateway(), &nats).env("async_workers", "false").start();
+    deploy_upstream(&gw, "up", json!({}));
+    let worker = || {
+        with_nats(open_gateway(), &nats)
+            .arg("queue-worker")
+            .env("async_max_inflight", "8")
+            .env("gateway_url", &format!("http://127.0.0.1:{}", gw.port))
+            .env("metrics_port", &free_port().to_string())
+            .no_wait()
+            .start()
+    };
+    let (mut w1, _w2) = (worker(), worker());
+    let cb = Receiver::start(vec![]);
+    let during = {
+        let (port, url) = (gw.port, cb.url());
+        std::thread::spawn(move || burst(port, 1000, "w", &url))
+    };
+    // Killed while the burst is being worked through, then replaced.
+    assert!(eventually(T, || cb.got.lock().unwrap().len() >= 200), "workers started delivering");
+    w1.signal(libc::SIGKILL);
+    w1.wait_exit(T);
+    let _w3 = worker();
+    let accepted = during.join().unwrap();
+    assert_eq!(accepted.len(), 1000, "every call accepted");
+    // Records the killed worker held return after the ack wait (30 s).
+    check_delivery(&cb, &accepted, 8, Duration::from_secs(90));
 }
 
 /// An https callback: verified against the trusted certificates (`SSL_CERT_FILE` here).

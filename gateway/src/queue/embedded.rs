@@ -285,10 +285,7 @@ impl Backend for Embedded {
                         Record::decode(v.value())?
                     };
                     let mut rec = rec;
-                    rec.meta.attempts = 0;
-                    rec.meta.failed_at = None;
-                    rec.meta.last_error = None;
-                    rec.meta.last_status = None;
+                    rec.meta.reset_for_retry();
                     w.open_table(QUEUE).map_err(err)?.insert(k.as_slice(), rec.encode().as_slice()).map_err(err)?;
                     w.commit().map_err(err)?;
                     Ok(true)

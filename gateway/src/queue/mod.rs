@@ -57,6 +57,33 @@ pub struct Meta {
     /// keys records by due time instead).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub due: Option<u64>,
+    /// Set once the function has answered but its callback failed: the record's body is then
+    /// the function's answer, and only the callback is retried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Outcome>,
+}
+
+/// A function's answer kept for its callback's retries.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Outcome {
+    /// The callback's headers (`X-Function-Status`, `X-Call-Id`, …, and the function's own).
+    pub headers: Vec<(String, String)>,
+    /// Callback attempts made so far.
+    pub callbacks: u32,
+}
+
+impl Meta {
+    /// A dead letter queued again: attempts (or callback attempts) start over.
+    pub fn reset_for_retry(&mut self) {
+        self.attempts = 0;
+        self.due = None;
+        self.failed_at = None;
+        self.last_error = None;
+        self.last_status = None;
+        if let Some(r) = &mut self.result {
+            r.callbacks = 0;
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]

@@ -233,11 +233,7 @@ impl Backend for Nats {
     fn retry_dead(&self, call_id: String) -> BoxFut<'_, Result<bool, QueueError>> {
         Box::pin(async move {
             let Some((seq, mut rec)) = self.dead().await?.into_iter().find(|(_, r)| r.meta.call_id == call_id) else { return Ok(false) };
-            rec.meta.attempts = 0;
-            rec.meta.due = None;
-            rec.meta.failed_at = None;
-            rec.meta.last_error = None;
-            rec.meta.last_status = None;
+            rec.meta.reset_for_retry();
             self.publish(&self.subject, rec.encode()).await?;
             let stream = self.js.get_stream(&self.dead_stream).await.map_err(err)?;
             stream.delete_message(seq).await.map_err(err)?;
