@@ -1638,33 +1638,76 @@ HEALTHCHECK --interval=3s CMD ["/usr/bin/fwatchdog", "-run-healthcheck"]
         String::from_utf8(out.stdout).unwrap()
     }
 
-    #[test]
-    fn bash_streaming_template_conforms() {
-        let dir = repo().join("template/bash-streaming");
-        let tpl = load_template(&dir).unwrap();
-        assert_eq!(tpl.language, "bash-streaming");
-        assert!(dir.join("function").is_dir());
-        let env = final_stage_env(&fs::read_to_string(dir.join("Dockerfile")).unwrap(), &|_| None);
-        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-        assert_eq!(get("fprocess"), tpl.fprocess);
-        assert_eq!(get("mode").as_deref(), Some("streaming"));
-        assert_eq!(get("healthcheck_interval").as_deref(), Some("2s"));
-
-        let df = fs::read_to_string(dir.join("Dockerfile")).unwrap();
+    /// The Dockerfile rules of templates.md §9 (items 6, 13, 16; 10 for http mode): returns the
+    /// final stage's environment.
+    fn check_dockerfile(path: &Path) -> Vec<(String, String)> {
+        let df = fs::read_to_string(path).unwrap();
+        let what = path.display();
         let lines: Vec<&str> = df.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-        assert!(!lines[0].starts_with("# syntax"), "no syntax directive");
+        assert!(!lines[0].starts_with("# syntax"), "{what}: no syntax directive");
         let first_from = lines.iter().position(|l| l.starts_with("FROM")).unwrap();
-        assert!(lines[..first_from].iter().any(|l| l.starts_with("ARG WATCHDOG_IMAGE=")));
-        assert!(lines.contains(&"FROM --platform=${TARGETPLATFORM} ${WATCHDOG_IMAGE} AS watchdog"));
+        assert!(lines[..first_from].iter().any(|l| l.starts_with("ARG WATCHDOG_IMAGE=")), "{what}");
+        assert!(lines.contains(&"FROM --platform=${TARGETPLATFORM} ${WATCHDOG_IMAGE} AS watchdog"), "{what}");
         let froms: Vec<&&str> = lines.iter().filter(|l| l.starts_with("FROM")).collect();
-        assert!(froms.iter().all(|l| l.starts_with("FROM --platform=${TARGETPLATFORM} ")), "{froms:?}");
-        assert!(!df.contains("linux/amd64"));
-        assert!(lines.contains(&"COPY --from=watchdog /fwatchdog /usr/bin/fwatchdog"));
-        assert!(lines.contains(&"HEALTHCHECK --interval=3s CMD [\"/usr/bin/fwatchdog\", \"-run-healthcheck\"]"));
-        assert_eq!(lines.last(), Some(&"CMD [\"fwatchdog\"]"));
+        // Compiling stages run on the build machine; every other stage is the target's.
+        for f in &froms {
+            let build = f.starts_with("FROM --platform=${BUILDPLATFORM} ") && f.ends_with(" AS build");
+            assert!(f.starts_with("FROM --platform=${TARGETPLATFORM} ") || build, "{what}: {f}");
+        }
+        assert!(froms.last().unwrap().starts_with("FROM --platform=${TARGETPLATFORM} "), "{what}: final stage");
+        assert!(!df.contains("linux/amd64"), "{what}: no amd64 fallback");
+        assert!(lines.contains(&"COPY --from=watchdog /fwatchdog /usr/bin/fwatchdog"), "{what}");
+        assert!(lines.contains(&"HEALTHCHECK --interval=3s CMD [\"/usr/bin/fwatchdog\", \"-run-healthcheck\"]"), "{what}");
+        assert_eq!(lines.last(), Some(&"CMD [\"fwatchdog\"]"), "{what}");
         let user = lines.iter().rev().find(|l| l.starts_with("USER ")).unwrap();
-        assert!(!user.contains("root") && *user != "USER 0", "{user}");
-        assert!(lines.contains(&"WORKDIR /home/app"));
+        assert!(!user.contains("root") && !user.starts_with("USER 0"), "{what}: {user}");
+        assert!(lines.contains(&"WORKDIR /home/app"), "{what}");
+        // §8: one variable per ENV line in the final stage.
+        let last_from = lines.iter().rposition(|l| l.starts_with("FROM")).unwrap();
+        for l in lines[last_from..].iter().filter(|l| l.starts_with("ENV ")) {
+            let rest = &l[4..];
+            let (k, v) = rest.split_once('=').unwrap_or_else(|| panic!("{what}: {l}: ENV name=value"));
+            assert!(is_var_name(k), "{what}: {l}");
+            let v = v.trim();
+            assert!(!v.contains(char::is_whitespace) || (v.starts_with('"') && v.ends_with('"') && v.matches('"').count() == 2), "{what}: {l}: one variable");
+        }
+        let env = final_stage_env(&df, &|_| None);
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        assert_eq!(get("healthcheck_interval").as_deref(), Some("2s"), "{what}");
+        if get("mode").as_deref() == Some("http") {
+            let up: http::Uri = get("upstream_url").unwrap().parse().unwrap();
+            assert!(!matches!(up.port_u16(), Some(8080 | 8081) | None), "{what}: upstream_url port");
+            let secs = |k: &str| watchdog::format::parse_duration(&get(k).unwrap()).unwrap();
+            assert!(secs("exec_timeout") <= secs("write_timeout"), "{what}: exec_timeout <= write_timeout");
+        }
+        env
+    }
+
+    /// templates.md §9 items 1, 2, 6, 10, 13, 16, 17 for every template of the repository.
+    #[test]
+    fn repository_templates_conform() {
+        let modes = [("bash-streaming", "streaming"), ("dockerfile", "classic"), ("node-http", "http"), ("python3-http", "http"), ("rust-http", "http")];
+        let mut found: Vec<String> = fs::read_dir(repo().join("template")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        found.sort();
+        assert_eq!(found, modes.iter().map(|(l, _)| l.to_string()).collect::<Vec<_>>());
+        for (lang, mode) in modes {
+            let dir = repo().join("template").join(lang);
+            assert!(dir.join("function").is_dir(), "{lang}: starter folder");
+            let raw = fs::read_to_string(dir.join("template.yml")).unwrap();
+            if lang == "dockerfile" {
+                assert_eq!(raw.trim(), "language: dockerfile");
+                let env = check_dockerfile(&dir.join("function/Dockerfile"));
+                assert!(env.contains(&("fprocess".into(), "cat".into())) && env.contains(&("mode".into(), mode.into())), "{env:?}");
+                continue;
+            }
+            let tpl = load_template(&dir).unwrap();
+            assert_eq!(tpl.language, lang);
+            assert!(tpl.fprocess.as_deref().is_some_and(|f| !f.trim().is_empty()), "{lang}: fprocess");
+            let env = check_dockerfile(&dir.join("Dockerfile"));
+            let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+            assert_eq!(get("fprocess"), tpl.fprocess, "{lang}: ENV fprocess = template.yml fprocess");
+            assert_eq!(get("mode").as_deref(), Some(mode), "{lang}");
+        }
     }
 
     #[test]

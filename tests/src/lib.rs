@@ -705,3 +705,57 @@ impl Drop for NatsServer {
         self.stop();
     }
 }
+
+/// The real faas-cli: `FAAS_CLI`, else `../shared/tools/faas-cli` beside the checkout.
+pub fn faas_cli() -> Option<PathBuf> {
+    let p = std::env::var_os("FAAS_CLI")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/tools/faas-cli"));
+    p.is_file().then_some(p)
+}
+
+/// faas-cli with its own HOME and config folder (never a user's), run in `cwd`.
+pub struct Cli {
+    pub bin: PathBuf,
+    pub home: PathBuf,
+    pub url: String,
+    pub cwd: Option<PathBuf>,
+}
+
+impl Cli {
+    pub fn new(bin: PathBuf, gw: &Watchdog) -> Cli {
+        Cli::at(bin, &format!("http://127.0.0.1:{}", gw.port))
+    }
+
+    pub fn at(bin: PathBuf, url: &str) -> Cli {
+        Cli { bin, home: temp_dir("faas-cli-home"), url: url.to_string(), cwd: None }
+    }
+
+    /// Runs faas-cli; returns (exit code, stdout + stderr).
+    pub fn run(&self, args: &[&str], stdin: &str) -> (i32, String) {
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", &self.home)
+            .env("OPENFAAS_CONFIG", self.home.join(".openfaas"))
+            .env("OPENFAAS_URL", &self.url)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(d) = &self.cwd {
+            cmd.current_dir(d);
+        }
+        let mut child = cmd.spawn().expect("run faas-cli");
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.code().unwrap_or(-1), text)
+    }
+
+    pub fn ok(&self, args: &[&str], stdin: &str) -> String {
+        let (code, text) = self.run(args, stdin);
+        assert_eq!(code, 0, "faas-cli {args:?}: {text}");
+        text
+    }
+}

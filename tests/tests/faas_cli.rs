@@ -3,8 +3,8 @@
 //! it is present (`FAAS_CLI`, else `../shared/tools/faas-cli`; the test says when it skips).
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use e2e::*;
@@ -88,51 +88,6 @@ fn f51_to_f59_recorded_sequences() {
     let open = open_gateway().start();
     let info = open.request("GET", "/system/info", &[UA, BEARER], b"").json();
     assert!(info["provider"]["version"]["release"].is_string(), "{info}");
-}
-
-fn faas_cli() -> Option<PathBuf> {
-    let p = std::env::var_os("FAAS_CLI")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/tools/faas-cli"));
-    p.is_file().then_some(p)
-}
-
-struct Cli {
-    bin: PathBuf,
-    home: PathBuf,
-    url: String,
-}
-
-impl Cli {
-    fn new(bin: PathBuf, gw: &Watchdog) -> Cli {
-        Cli { bin, home: temp_dir("faas-cli-home"), url: format!("http://127.0.0.1:{}", gw.port) }
-    }
-
-    /// Runs faas-cli with its own HOME and config folder; returns (exit code, stdout + stderr).
-    fn run(&self, args: &[&str], stdin: &str) -> (i32, String) {
-        let mut child = Command::new(&self.bin)
-            .args(args)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", &self.home)
-            .env("OPENFAAS_CONFIG", self.home.join(".openfaas"))
-            .env("OPENFAAS_URL", &self.url)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run faas-cli");
-        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-        let out = child.wait_with_output().unwrap();
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        (out.status.code().unwrap_or(-1), text)
-    }
-
-    fn ok(&self, args: &[&str], stdin: &str) -> String {
-        let (code, text) = self.run(args, stdin);
-        assert_eq!(code, 0, "faas-cli {args:?}: {text}");
-        text
-    }
 }
 
 #[test]
