@@ -172,7 +172,7 @@ impl Setup {
         });
         let mut wd = Watchdog { child, log, stdout: out, tmp, port: 0, metrics_port: None };
         if self.wait_ready {
-            wd.port = port_after(&wd.wait_log("Listening on port: ", Duration::from_secs(10)));
+            wd.wait_listening(Duration::from_secs(10));
             if self.env.iter().any(|(k, v)| k == "metrics_port" && v != "0") {
                 wd.metrics_port = Some(port_after(&wd.wait_log("Metrics listening on port: ", Duration::from_secs(10))));
             }
@@ -211,6 +211,12 @@ pub struct Watchdog {
 }
 
 impl Watchdog {
+    /// Waits for the `Listening on port: N` line and takes N as the port (after a `no_wait`
+    /// start, e.g. `gateway up` compiling functions first).
+    pub fn wait_listening(&mut self, limit: Duration) {
+        self.port = port_after(&self.wait_log("Listening on port: ", limit));
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
     }

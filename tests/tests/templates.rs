@@ -99,7 +99,7 @@ fn t03_t04_t11_t12_faas_cli_and_gateway_up_run_every_template() {
     let built = |f: &str| proj.join("build").join(f);
     for (f, files) in [
         ("fn-rust-http", &["Dockerfile", "template.yml", "Cargo.toml", "Cargo.lock", "src/main.rs", "function/Cargo.toml", "function/src/lib.rs"][..]),
-        ("fn-python3-http", &["Dockerfile", "template.yml", "index.py", "function/handler.py", "function/handler_test.py", "function/requirements.txt", "function/extra.txt"][..]),
+        ("fn-python3-http", &["Dockerfile", "template.yml", "index.py", "function/handler.py", "function/test_handler.py", "function/requirements.txt", "function/extra.txt"][..]),
         ("fn-node-http", &["Dockerfile", "template.yml", "index.js", "package.json", "function/handler.js", "function/package.json"][..]),
         ("fn-bash-streaming", &["Dockerfile", "template.yml", "function/handler.sh"][..]),
         ("fn-dockerfile", &["Dockerfile"][..]),
@@ -113,11 +113,12 @@ fn t03_t04_t11_t12_faas_cli_and_gateway_up_run_every_template() {
 
     // 12: `gateway up` on the same stack file runs each starter on the host.
     let state = temp_dir("tpl-state");
-    let gw = open_gateway().env("state_dir", state.to_str().unwrap()).arg("up").arg("-f").arg(proj.join("stack.yaml").to_str().unwrap()).no_wait().start();
+    let mut gw = open_gateway().env("state_dir", state.to_str().unwrap()).arg("up").arg("-f").arg(proj.join("stack.yaml").to_str().unwrap()).no_wait().start();
+    // Every function is assembled and built (rust-http: a release build) before the gateway listens.
+    gw.wait_listening(Duration::from_secs(900));
     for (lang, answer) in ANSWERS {
         let name = format!("fn-{lang}");
-        // rust-http compiles its release build first.
-        gw.wait_log(&format!("Deployed: {name}.openfaas-fn"), Duration::from_secs(600));
+        gw.wait_log(&format!("Deployed: {name}.openfaas-fn"), Duration::from_secs(30));
         gw.wait_available(&name, 1, Duration::from_secs(30));
         let r = gw.post(&format!("/function/{name}"), b"Pi");
         assert_eq!((r.status, r.text().as_str()), (200, answer), "{lang}: {}", gw.log());
