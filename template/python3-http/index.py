@@ -52,16 +52,43 @@ def as_bytes(body):
     return str(body).encode()
 
 
+class TooLarge(Exception):
+    pass
+
+
+def read_chunked(stream):
+    """A chunked request body (the watchdog streams bodies chunked unless
+    http_buffer_req_body=true, which the Dockerfile sets)."""
+    out = bytearray()
+    while True:
+        size = int(stream.readline(64).split(b";")[0].strip() or b"0", 16)
+        if size == 0:
+            while stream.readline(8192).strip():  # trailers, then the blank line
+                pass
+            return bytes(out)
+        if len(out) + size > MAX_BODY:
+            raise TooLarge()
+        out += stream.read(size)
+        stream.readline(8)
+
+
 def app(environ, start_response):
+    def fail(status, text):
+        start_response(status, [("Content-Type", "text/plain")])
+        return [text.encode()]
+
     try:
-        length = int(environ.get("CONTENT_LENGTH") or 0)
+        if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+            body = read_chunked(environ["wsgi.input"])
+        else:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            if length > MAX_BODY:
+                raise TooLarge()
+            body = environ["wsgi.input"].read(length) if length else b""
+    except TooLarge:
+        return fail("413 Payload Too Large", "request body over %d bytes\n" % MAX_BODY)
     except ValueError:
-        start_response("400 Bad Request", [("Content-Type", "text/plain")])
-        return [b"invalid Content-Length\n"]
-    if length > MAX_BODY:
-        start_response("413 Payload Too Large", [("Content-Type", "text/plain")])
-        return [b"request body over %d bytes\n" % MAX_BODY]
-    body = environ["wsgi.input"].read(length) if length else b""
+        return fail("400 Bad Request", "invalid request body framing\n")
     try:
         res = handler.handle(Event(environ, body), Context())
     except Exception:
