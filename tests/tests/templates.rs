@@ -128,7 +128,8 @@ fn t03_t04_t11_t12_faas_cli_and_gateway_up_run_every_template() {
         assert_eq!(ours, theirs, "{lang}: gateway up and faas-cli assemble the same tree");
     }
     let cli_gw = Cli::new(cli.bin.clone(), &gw);
-    assert_eq!(cli_gw.ok(&["invoke", "fn-python3-http"], "Pi"), "Hello from Python, Pi!\n", "faas-cli invoke");
+    let out = cli_gw.ok(&["invoke", "fn-python3-http"], "Pi");
+    assert!(out.ends_with("Hello from Python, Pi!\n"), "faas-cli invoke: {out}");
 
     // 11: each http entry program listens on $http_port, not on its upstream_url's port.
     for (lang, cmd) in [("python3-http", "python3 index.py"), ("node-http", "node index.js"), ("rust-http", "./target/release/handler")] {
