@@ -76,12 +76,9 @@ static GROUPS: LazyLock<Mutex<HashSet<i32>>> = LazyLock::new(Default::default);
 
 /// Marks the watchdog a child subreaper and starts the reaper. Call once, inside the runtime,
 /// before the first spawn (so no SIGCHLD is missed).
+/// The reaper runs even when the subreaper flag is refused (qemu-user does not emulate it): the
+/// watchdog's own children must still be collected; only adopted orphans are then missed.
 pub fn start_reaper() -> io::Result<()> {
-    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) only sets a flag on this process; no memory is passed.
-    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
     let mut sigchld = signal(SignalKind::child())?;
     tokio::spawn(async move {
         loop {
@@ -91,6 +88,11 @@ pub fn start_reaper() -> io::Result<()> {
             }
         }
     });
+    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) only sets a flag on this process; no memory is passed.
+    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
     Ok(())
 }
 
@@ -260,6 +262,22 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
+/// The errno a child reported before exec, or 0 when it exec'd.
+fn read_report(fd: &OwnedFd) -> libc::c_int {
+    let mut buf = [0u8; 4];
+    let mut got = 0;
+    while got < buf.len() {
+        // SAFETY: reads into the unfilled tail of a live local buffer.
+        let n = unsafe { libc::read(fd.as_raw_fd(), buf[got..].as_mut_ptr() as *mut libc::c_void, buf.len() - got) };
+        if n > 0 {
+            got += n as usize;
+        } else if n == 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            break;
+        }
+    }
+    if got == buf.len() { libc::c_int::from_ne_bytes(buf) } else { 0 }
+}
+
 /// Signals with a handler in the watchdog, plus SIGPIPE: what a child resets to the default.
 /// Read once, at the first spawn: every handler is installed at start-up, before any spawn,
 /// so the child makes a few calls instead of one per signal.
@@ -292,8 +310,10 @@ struct ChildArgs {
     /// Read-only bind mount in a new mount namespace: source and target, or nulls.
     bind_src: *const libc::c_char,
     bind_dst: *const libc::c_char,
-    /// errno of the step that failed in the child, 0 when exec succeeded.
-    err: libc::c_int,
+    /// Write end of a close-on-exec pipe: the child writes the errno of a failed step to it.
+    /// A pipe rather than the shared memory of CLONE_VM, because qemu-user runs this clone as a
+    /// plain fork (no shared memory); the pipe reports the same on both.
+    report: libc::c_int,
 }
 
 /// Runs in the child, in the watchdog's memory (CLONE_VM) while the parent thread waits
@@ -304,10 +324,12 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
     unsafe {
         let a = &mut *(arg as *mut ChildArgs);
         let fail = |a: &mut ChildArgs| -> ! {
-            a.err = *libc::__errno_location();
-            if a.err == 0 {
-                a.err = libc::EINVAL;
+            let mut err = *libc::__errno_location();
+            if err == 0 {
+                err = libc::EINVAL;
             }
+            let bytes = err.to_ne_bytes();
+            libc::write(a.report, bytes.as_ptr() as *const libc::c_void, bytes.len());
             libc::_exit(127)
         };
         // Signal handlers of the watchdog must not run here: every caught signal, and SIGPIPE
@@ -408,6 +430,16 @@ pub fn spawn(cmd: Cmd) -> io::Result<Spawned> {
         };
         child_fds.push(fd);
     }
+    // Kept above the standard descriptors, which the child overwrites with dup2.
+    let (report_r, report_w) = pipe()?;
+    let report_w = if report_w.as_raw_fd() < 3 {
+        // try_clone duplicates to 3 or above; the original must not stay open (no EOF then).
+        let above = report_w.try_clone()?;
+        drop(report_w);
+        above
+    } else {
+        report_w
+    };
     let mut args = ChildArgs {
         path: path.as_ptr(),
         argv: argv.as_ptr(),
@@ -418,7 +450,7 @@ pub fn spawn(cmd: Cmd) -> io::Result<Spawned> {
         cwd: cwd.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()),
         bind_src: bind.as_ref().map_or(std::ptr::null(), |(s, _)| s.as_ptr()),
         bind_dst: bind.as_ref().map_or(std::ptr::null(), |(_, d)| d.as_ptr()),
-        err: 0,
+        report: report_w.as_raw_fd(),
     };
     // The child's stack: never read before the child writes it, so it need not be zeroed.
     let mut stack: Vec<u8> = Vec::with_capacity(64 * 1024);
@@ -449,11 +481,15 @@ pub fn spawn(cmd: Cmd) -> io::Result<Spawned> {
         if pid < 0 {
             return Err(io::Error::last_os_error());
         }
-        if args.err != 0 {
+        // Our write end closed, the read ends at the child's exec (close-on-exec) or brings the
+        // errno of the step that failed.
+        drop(report_w);
+        let err = read_report(&report_r);
+        if err != 0 {
             // The child exited before exec; the reaper collects it. A program that vanished
             // from its PATH entry is looked up again next time.
             forget_resolved();
-            return Err(io::Error::from_raw_os_error(args.err));
+            return Err(io::Error::from_raw_os_error(err));
         }
         waiters.insert(pid, tx);
         pid
