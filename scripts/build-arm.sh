@@ -79,7 +79,7 @@ for t in "${targets[@]}"; do
     aarch64) cc=aarch64-linux-gnu-gcc ;;
     armv7) cc=arm-linux-gnueabihf-gcc
            # No prebuilt armhf std: build it from source (nightly flag on the stable compiler).
-           extra=(-Zbuild-std=std,panic_unwind -Zbuild-std-features=panic-unwind,optimize_for_size) ;;
+           extra=("-Zbuild-std=std,panic_unwind" "-Zbuild-std-features=panic-unwind,optimize_for_size") ;;
     x86_64) cc=x86_64-linux-gnu-gcc ;;
   esac
   log "building ${bins[*]} for $triple"

@@ -136,7 +136,7 @@ for p in "${PLATFORMS[@]}"; do
   rm -rf "$root"; mkdir -p "$root"
   dpkg-deb -x "$(ls "$debs"/busybox-static_*_"$d".deb)" "$root"
   dpkg-deb -x "$(ls "$debs"/bash-static_*_"$d".deb)" "$root"
-  rm -rf "$root/usr/share"
+  rm -rf "${root:?}/usr/share"
   mv "$root/bin/bash-static" "$root/bin/bash"
   for a in $applets; do
     [ -e "$root/$a" ] || { mkdir -p "$root/$(dirname "$a")"; ln -s /bin/busybox "$root/$a"; }
@@ -158,6 +158,13 @@ if ! docker image inspect local/debian:bookworm >/dev/null 2>&1; then
   printf '%s\n' 'deb http://deb.debian.org/debian bookworm main' 'deb http://deb.debian.org/debian bookworm-updates main' \
     'deb http://deb.debian.org/debian-security bookworm-security main' > "$WORK/debroot/etc/apt/sources.list"
   rm -rf "$WORK/debroot/var/cache/apt/archives/"*.deb
+  # This machine's own trust additions (a TLS-inspecting proxy's CA, say) go into the base, so
+  # cargo's downloads in image builds trust what the host trusts (ca-certificates, installed
+  # below, takes them in).
+  if ls /usr/local/share/ca-certificates/*.crt >/dev/null 2>&1; then
+    as_root mkdir -p "$WORK/debroot/usr/local/share/ca-certificates"
+    as_root cp /usr/local/share/ca-certificates/*.crt "$WORK/debroot/usr/local/share/ca-certificates/"
+  fi
   as_root tar -C "$WORK/debroot" -c . | docker import - local/debian:bookworm >/dev/null
   as_root rm -rf "$WORK/debroot"
 fi
@@ -336,7 +343,7 @@ check() {
   ms=$(elapsed_ms "$t0")
   code=$(docker inspect -f '{{.State.ExitCode}}' "$cid")
   docker rm "$cid" >/dev/null
-  [ "$ms" -lt 4000 ] && [ "$code" = 0 ] || fail "$what: docker stop took $ms ms, exit code $code"
+  if [ "$ms" -ge 4000 ] || [ "$code" != 0 ]; then fail "$what: docker stop took $ms ms, exit code $code"; fi
   log "ok: $what: uid $uid, healthy, answered, docker stop $ms ms exit 0, read-only root"
 }
 
