@@ -316,7 +316,7 @@ check() {
   # 8, 9: runs with a read-only root and a tmpfs /tmp, healthy, answers, not as root.
   local port
   port=$(free_port)
-  cid=$(docker run -d --platform "$p" --read-only --tmpfs /tmp -p "127.0.0.1:$port:8080" "$ref")
+  cid=$(docker run -d --platform "$p" --read-only --tmpfs /tmp:rw,mode=1777 -p "127.0.0.1:$port:8080" "$ref")
   local ok=""
   for _ in $(seq 300); do
     if curl -fsS "http://127.0.0.1:$port/_/health" >/dev/null 2>&1; then ok=1; break; fi
