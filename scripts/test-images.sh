@@ -264,6 +264,9 @@ args_of() { # fn
   printf '%s\n' "${a[@]}"
 }
 
+# Template builds take the watchdog from the registry's list, never a stale local copy.
+docker rmi -f "$REG/fwatchdog:$TAG" >/dev/null 2>&1 || true
+
 # linux/amd64 through the real `faas-cli build` (it assembles build/<fn> and runs docker build).
 for fn in fn-rust fn-bash fn-docker fn-python fn-node; do
   mapfile -t a < <(args_of "$fn")
