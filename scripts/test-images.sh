@@ -229,6 +229,13 @@ for p in "${PLATFORMS[@]}"; do
     --build-arg GIT_SHA="$SHA" -t "$REG/fwatchdog:$TAG-$t" . >/dev/null
 done
 publish fwatchdog "${PLATFORMS[@]}"
+# Dockerfile.armhf (linux/arm/v7 alone) and the gateway image (amd64 here), each run once below.
+log "building Dockerfile.armhf --target watchdog"
+docker build -q -f Dockerfile.armhf --target watchdog --build-arg RUST_IMAGE=local/rust-toolchain:bookworm \
+  --build-arg GIT_SHA="$SHA" -t local/fwatchdog:armhf . >/dev/null
+log "building the gateway image for linux/amd64"
+docker build -q --platform linux/amd64 --target gateway --build-arg RUST_IMAGE=local/rust-toolchain:bookworm \
+  --build-arg GATEWAY_BASE_IMAGE=local/debian:bookworm --build-arg GIT_SHA="$SHA" -t local/gateway:amd64 . >/dev/null
 
 # --- 2. template images ----------------------------------------------------------------------------
 # A faas-cli project with this checkout's templates (copying template/ by hand is what
@@ -367,6 +374,24 @@ for p in "${PLATFORMS[@]}"; do
   check dockerfile "$p" "Pi"
 done
 check python3-http linux/amd64 "Hello from Python, Pi!"
+
+# Dockerfile.armhf's watchdog image: arm/v7, runs under qemu.
+v=$(docker run --rm local/fwatchdog:armhf --version) || fail "Dockerfile.armhf watchdog: --version"
+[ "$(docker image inspect -f '{{.Architecture}}/{{.Variant}}' local/fwatchdog:armhf)" = arm/v7 ] || fail "Dockerfile.armhf: not arm/v7"
+sizes+=("$(printf '%-16s %-14s %10s bytes' 'fwatchdog (armhf)' linux/arm/v7 "$(docker image inspect -f '{{.Size}}' local/fwatchdog:armhf)")")
+log "ok: Dockerfile.armhf watchdog: $v"
+# The gateway image serves /healthz and the API, and stops on SIGTERM with exit 0.
+port=$(free_port)
+cid=$(docker run -d -e basic_auth=false -p "127.0.0.1:$port:8080" local/gateway:amd64)
+ok=""
+for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && { ok=1; break; }; sleep 0.2; done
+[ -n "$ok" ] || { docker logs "$cid" >&2; fail "gateway image: /healthz never answered"; }
+curl -fsS "http://127.0.0.1:$port/system/functions" | grep -q '^\[' || fail "gateway image: /system/functions"
+docker stop "$cid" >/dev/null
+[ "$(docker inspect -f '{{.State.ExitCode}}' "$cid")" = 0 ] || { docker logs "$cid" >&2; fail "gateway image: exit code after SIGTERM"; }
+docker rm "$cid" >/dev/null
+sizes+=("$(printf '%-16s %-14s %10s bytes' gateway linux/amd64 "$(docker image inspect -f '{{.Size}}' local/gateway:amd64)")")
+log "ok: gateway image (linux/amd64): /healthz, /system/functions, exit 0 on docker stop"
 check node-http linux/amd64 "Hello from Node.js, Pi!"
 
 echo
