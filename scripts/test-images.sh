@@ -231,7 +231,7 @@ done
 publish fwatchdog "${PLATFORMS[@]}"
 # Dockerfile.armhf (linux/arm/v7 alone) and the gateway image (amd64 here), each run once below.
 log "building Dockerfile.armhf --target watchdog"
-docker build -q -f Dockerfile.armhf --target watchdog --build-arg RUST_IMAGE=local/rust-toolchain:bookworm \
+docker build -q --platform linux/arm/v7 -f Dockerfile.armhf --target watchdog --build-arg RUST_IMAGE=local/rust-toolchain:bookworm \
   --build-arg GIT_SHA="$SHA" -t local/fwatchdog:armhf . >/dev/null
 log "building the gateway image for linux/amd64"
 docker build -q --platform linux/amd64 --target gateway --build-arg RUST_IMAGE=local/rust-toolchain:bookworm \
@@ -378,6 +378,10 @@ check python3-http linux/amd64 "Hello from Python, Pi!"
 # Dockerfile.armhf's watchdog image: arm/v7, runs under qemu.
 v=$(docker run --rm local/fwatchdog:armhf --version) || fail "Dockerfile.armhf watchdog: --version"
 [ "$(docker image inspect -f '{{.Architecture}}/{{.Variant}}' local/fwatchdog:armhf)" = arm/v7 ] || fail "Dockerfile.armhf: not arm/v7"
+cid=$(docker create local/fwatchdog:armhf)
+info=$(docker cp "$cid:/fwatchdog" - | tar -xO | file -b -)
+docker rm "$cid" >/dev/null
+case "$info" in *ELF*"ARM, EABI5"*) ;; *) fail "Dockerfile.armhf: /fwatchdog is $info" ;; esac
 sizes+=("$(printf '%-16s %-14s %10s bytes' 'fwatchdog (armhf)' linux/arm/v7 "$(docker image inspect -f '{{.Size}}' local/fwatchdog:armhf)")")
 log "ok: Dockerfile.armhf watchdog: $v"
 # The gateway image serves /healthz and the API, and stops on SIGTERM with exit 0.
