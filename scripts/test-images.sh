@@ -75,7 +75,9 @@ done
 pids=()
 cleanup() {
   [ "${KEEP:-0}" = 1 ] && { log "KEEP=1: dockerd and the registry keep running (pids ${pids[*]})"; return; }
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  # dockerd runs under as_root's subshell: stop it by its pidfile (the subshell's pid is not it).
+  if ((${#pids[@]})) && [ -s "$WORK/docker.pid" ]; then pids+=("$(cat "$WORK/docker.pid")"); fi
+  for p in "${pids[@]}"; do as_root kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do
     for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
   done
